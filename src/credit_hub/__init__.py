@@ -1,0 +1,3 @@
+"""credit_hub: a public-credit data-exchange hub."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Clients (departments, agencies, operators), their API keys, scopes and declared purposes."""

@@ -1,0 +1,123 @@
+"""create_app(settings) -> FastAPI: state, routers, middleware and problem handlers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from credit_hub import __version__
+from credit_hub.config import Settings, get_settings
+from credit_hub.db import make_engine, make_sessionmaker
+from credit_hub.errors import PROBLEM_BASE, install_problem_handlers
+from credit_hub.keyring import load_keyring
+from credit_hub.log import RequestContextMiddleware, configure_logging
+from credit_hub.migrate import head_revision
+from credit_hub.ops.router import router as ops_router
+from credit_hub.standards.registry import Standards
+from credit_hub.standards.router import router as standards_router
+from credit_hub.standards.schemas import ValidateRequest
+
+DESCRIPTION = """
+credit_hub is a public-credit data-exchange hub. Government departments push standardized
+credit records (administrative licences and penalties, ...); the hub validates them against the
+published data standards, stores every version, links each record to one subject and lets
+partner agencies read a unified, audited profile per subject.
+
+* **Authentication**: `Authorization: Bearer <api key>`; standards and ops need none.
+* **Errors**: every error is RFC 9457 `application/problem+json` with a stable `type`; record
+  errors list `index` (or `row`), `source_id`, JSON `pointer`, `code` and `message`.
+"""
+
+TAGS = [
+    {"name": "standards", "description": "Published data standards (JSON Schema 2020-12)."},
+    {"name": "ops", "description": "Liveness and readiness."},
+    {"name": "receipts", "description": "Keys to verify signed submission receipts offline."},
+]
+
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "RFC 9457 problem details",
+    "required": ["type", "title", "status"],
+    "properties": {
+        "type": {"type": "string", "format": "uri", "examples": [PROBLEM_BASE + "records-invalid"]},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "instance": {"type": "string"},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "index": {"type": "integer"},
+                    "row": {"type": "integer"},
+                    "source_id": {"type": ["string", "null"]},
+                    "pointer": {"type": "string"},
+                    "parameter": {"type": "string"},
+                    "code": {"type": "string"},
+                    "message": {"type": "string"},
+                },
+            },
+        },
+    },
+    "additionalProperties": True,
+}
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(settings.log_level, settings.log_json)
+    # Loaded here, not in the lifespan: a broken standard or missing secret stops the boot.
+    standards = Standards.load(settings.schemas_dir)
+    keyring = load_keyring(settings)
+    engine = make_engine(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        engine.dispose()
+
+    app = FastAPI(
+        title="credit_hub",
+        version=__version__,
+        description=DESCRIPTION,
+        openapi_tags=TAGS,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.standards = standards
+    app.state.keyring = keyring
+    app.state.engine = engine
+    app.state.sessionmaker = make_sessionmaker(engine)
+    app.state.head_revision = head_revision(settings)
+
+    install_problem_handlers(app)
+    app.add_middleware(
+        RequestContextMiddleware, max_body_bytes=settings.max_body_bytes, body_limits={}
+    )
+    for router in (ops_router, standards_router):
+        app.include_router(router)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            spec = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+                tags=app.openapi_tags,
+            )
+            schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+            schemas["Problem"] = PROBLEM_SCHEMA
+            schemas["ValidateRequest"] = ValidateRequest.model_json_schema(
+                ref_template="#/components/schemas/{model}"
+            )
+            app.openapi_schema = spec
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app

@@ -1,0 +1,129 @@
+"""The `credit-hub` command: serve, migrate, validate files offline, administer the hub."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from credit_hub.config import get_settings
+
+app = typer.Typer(help="credit_hub: public-credit data-exchange hub.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+standards_app = typer.Typer(help="Published data standards.", no_args_is_help=True)
+secrets_app = typer.Typer(help="The hub's secrets.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(standards_app, name="standards")
+app.add_typer(secrets_app, name="secrets")
+
+
+def main() -> None:
+    app()
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address")] = None,
+    port: Annotated[int | None, typer.Option(help="Port")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes")] = None,
+    migrate: Annotated[bool, typer.Option(help="Upgrade the database schema first")] = True,
+) -> None:
+    """Run the service (uvicorn). The database schema is upgraded first."""
+    import uvicorn
+
+    from credit_hub import migrate as migrations
+
+    settings = get_settings()
+    if migrate:
+        migrations.upgrade(settings)
+    uvicorn.run(
+        "credit_hub.app:create_app",
+        factory=True,
+        host=host or settings.host,
+        port=port or settings.port,
+        workers=workers or settings.workers,
+        log_level=settings.log_level,
+        access_log=False,
+        # The service writes its own structured logs; uvicorn's access log would repeat paths.
+    )
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = "head") -> None:
+    """Upgrade the database schema (CREDIT_HUB_DATABASE_URL) to the newest migration."""
+    from credit_hub import migrate as migrations
+
+    migrations.upgrade(get_settings(), revision)
+    typer.echo(f"database at {revision}")
+
+
+@standards_app.command("list")
+def standards_list() -> None:
+    """List the published standards and their versions."""
+    from credit_hub.standards.registry import Standards
+
+    for standard in Standards.load(get_settings().schemas_dir):
+        for version in standard.versions.values():
+            sunset = f" sunset {version.sunset_on}" if version.sunset_on else ""
+            typer.echo(
+                f"{standard.id}\t{version.version}\t{version.status}{sunset}\t{standard.title}"
+            )
+
+
+@standards_app.command("validate")
+def standards_validate(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="JSON, NDJSON or CSV")],
+    standard: Annotated[str, typer.Option("--standard", help="Standard id")],
+    version: Annotated[str | None, typer.Option(help="Version (default: current)")] = None,
+    fmt: Annotated[str | None, typer.Option("--format", help="json, ndjson or csv")] = None,
+    encoding: Annotated[str | None, typer.Option(help="Text encoding (default: detect)")] = None,
+) -> None:
+    """Check a file offline; print each problem with its row and field; exit 1 if any fails."""
+    from credit_hub.errors import Problem
+    from credit_hub.ingest.files import FileFormatError, guess_format, iter_rows
+    from credit_hub.standards.registry import Standards
+
+    standards = Standards.load(get_settings().schemas_dir)
+    try:
+        found = standards.resolve(standard, version)
+        rows = iter_rows(file, fmt or guess_format(file), encoding)
+        total = failed = 0
+        for row in rows:
+            total += 1
+            if row.error:
+                failed += 1
+                typer.echo(f"row {row.number}: {row.error}")
+                continue
+            outcome = found.engine.check(row.record)
+            for violation in outcome.violations:
+                typer.echo(
+                    f"row {row.number}: {violation.pointer or '/'} [{violation.code}] "
+                    f"{violation.message}"
+                )
+            for notice in outcome.warnings:
+                typer.echo(
+                    f"row {row.number}: warning {notice.pointer} [{notice.code}] {notice.message}"
+                )
+            failed += not outcome.ok
+    except (FileFormatError, Problem) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    for warning in found.warnings(date.today()):
+        typer.echo(f"warning: {warning}", err=True)
+    typer.echo(f"{total} record(s), {total - failed} valid, {failed} invalid", err=True)
+    if failed:
+        raise typer.Exit(1)
+
+
+@secrets_app.command("generate")
+def secrets_generate() -> None:
+    """Print a fresh set of secrets as CREDIT_HUB_... assignments (for a server database)."""
+    from credit_hub.keyring import generate_env
+
+    typer.echo(generate_env())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

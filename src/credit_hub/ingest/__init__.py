@@ -1,0 +1,1 @@
+"""Push ingestion: batches of records, their reports and signed receipts."""

@@ -1,0 +1,1 @@
+"""Published data standards: loading, checking, validating and normalizing records."""

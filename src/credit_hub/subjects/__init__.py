@@ -1,0 +1,1 @@
+"""Subject identity: identifiers, person keys and name history."""

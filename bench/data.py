@@ -44,7 +44,9 @@ def penalty(n: int, *, subject: int, rng: random.Random, revision: int = 0) -> d
     violation, basis = _VIOLATIONS[n % len(_VIOLATIONS)]
     categories = _CATEGORIES[n % len(_CATEGORIES)]
     record: dict[str, Any] = {
-        "counterpart_name": f"{rng.choice(['福州', '厦门', '深圳', '杭州'])}市示例第{subject}号商贸有限公司",
+        "counterpart_name": (
+            f"{rng.choice(['福州', '厦门', '深圳', '杭州'])}市示例第{subject}号商贸有限公司"
+        ),
         "counterpart_category": "法人及非法人组织",
         "counterpart_uscc": uscc(10_000_000 + subject, division=_DIVISIONS[subject % 8]),
         "legal_rep_name": rng.choice(["张伟", "王芳", "李娜", "刘洋", "陈静"]),
@@ -58,15 +60,20 @@ def penalty(n: int, *, subject: int, rng: random.Random, revision: int = 0) -> d
         ),
         "legal_basis": basis + "；《中华人民共和国行政处罚法》第二十八条、第三十二条",
         "penalty_categories": categories,
-        "penalty_content": f"{'、'.join(categories)}。责令改正违法行为，并处罚款人民币{1 + n % 50}千元整。",
+        "penalty_content": (
+            f"{'、'.join(categories)}。责令改正违法行为，并处罚款人民币{1 + n % 50}千元整。"
+        ),
         "decision_date": f"2026/{1 + n % 9:02d}/{1 + n % 28:02d}",
         "penalty_valid_to": "2026/12/31",
         "authority_name": "福州市市场监督管理局",
         "authority_uscc": DEPARTMENT_USCC,
         "source_org_name": "福州市市场监督管理局",
         "source_org_uscc": DEPARTMENT_USCC,
-        "remarks": "本决定书自送达之日起生效。当事人如不服本处罚决定，可在收到本决定书之日起六十日内申请行政复议，"
-        "也可以在六个月内依法向人民法院提起行政诉讼。",
+        "remarks": (
+            "本决定书自送达之日起生效。当事人如不服本处罚决定，"
+            "可在收到本决定书之日起六十日内申请行政复议，"
+            "也可以在六个月内依法向人民法院提起行政诉讼。"
+        ),
     }
     if "罚款" in categories:
         record["fine_amount_wan"] = f"{(1 + n % 50) / 10:.1f}"
@@ -86,8 +93,12 @@ def licence(n: int, *, subject: int, rng: random.Random) -> dict[str, Any]:
         "license_category": "普通",
         "certificate_name": "食品经营许可证",
         "certificate_no": f"JY1350100{n:08d}",
-        "license_content": "预包装食品（含冷藏冷冻食品）销售，散装食品销售，热食类食品制售，冷食类食品制售，"
-        "自制饮品制售。经营场所面积约二百平方米，设有独立的粗加工、切配、烹饪和餐用具清洗消毒区域。",
+        "license_content": (
+            "预包装食品（含冷藏冷冻食品）销售，散装食品销售，"
+            "热食类食品制售，冷食类食品制售，自制饮品制售。"
+            "经营场所面积约二百平方米，"
+            "设有独立的粗加工、切配、烹饪和餐用具清洗消毒区域。"
+        ),
         "decision_date": "2026/03/01",
         "valid_from": "2026/03/01",
         "valid_to": "2031/02/28",

@@ -18,11 +18,11 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.data import penalty_batch  # noqa: E402
-from credit_hub.config import get_settings  # noqa: E402
-from credit_hub.standards import engine as engine_module  # noqa: E402
-from credit_hub.standards.registry import Standards  # noqa: E402
-from credit_hub.subjects import identifiers as ids  # noqa: E402
+from bench.data import penalty_batch
+from credit_hub.config import get_settings
+from credit_hub.standards import engine as engine_module
+from credit_hub.standards.registry import Standards
+from credit_hub.subjects import identifiers as ids
 
 
 def _clear_caches() -> None:
@@ -59,9 +59,8 @@ def main() -> None:
     )
     measure("check (validate + normalize + derive)", engine.check, batch, args.rounds)
     target = 150_000
-    print(
-        f"target for validate: {target:,} records/s -> {'met' if validate_rate >= target else 'NOT met'}"
-    )
+    verdict = "met" if validate_rate >= target else "NOT met"
+    print(f"target for validate: {target:,} records/s -> {verdict}")
 
 
 if __name__ == "__main__":

@@ -8,17 +8,23 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, MetaData, text
 from sqlalchemy.orm import Session
 
+from credit_hub.access import service as access
+from credit_hub.access.models import Client, ClientKind
 from credit_hub.app import create_app
 from credit_hub.config import Settings
-from credit_hub.db import get_session, make_engine
+from credit_hub.db import Database, get_db, make_engine
 from credit_hub.migrate import upgrade
+from tests import factories
 
 TEST_DATABASE_URL = os.environ.get("CREDIT_HUB_TEST_DATABASE_URL")
 
@@ -81,16 +87,31 @@ def session(engine: Engine) -> Iterator[Session]:
         outer.rollback()
 
 
+class TestDatabase(Database):
+    """The app's Database, bound to the test's session: every transaction is a savepoint."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        with self.session.begin_nested():
+            yield self.session
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        yield self.session
+
+
 @pytest.fixture
-def app_client(settings: Settings, session: Session) -> Iterator[TestClient]:
+def app(settings: Settings, session: Session) -> FastAPI:
     app = create_app(settings)
+    app.dependency_overrides[get_db] = lambda: TestDatabase(session)
+    return app
 
-    def test_session() -> Iterator[Session]:
-        # Like get_session: the request's work commits (to a savepoint) or rolls back.
-        with session.begin_nested():
-            yield session
 
-    app.dependency_overrides[get_session] = test_session
+@pytest.fixture
+def app_client(app: FastAPI) -> Iterator[TestClient]:
     with TestClient(app, raise_server_exceptions=False) as client:
         yield client
 
@@ -98,3 +119,78 @@ def app_client(settings: Settings, session: Session) -> Iterator[TestClient]:
 @pytest.fixture
 def schemas_root() -> Path:
     return Path(__file__).resolve().parent.parent / "schemas"
+
+
+@dataclass
+class Caller:
+    """A registered client and the headers that authenticate it."""
+
+    client: Client
+    key: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+
+def register(
+    session: Session,
+    kind: ClientKind,
+    *,
+    name: str | None = None,
+    uscc: str | None = None,
+    standards: list[str] | None = None,
+    scopes: list[str] | None = None,
+    pushes_for: list[str] | None = None,
+) -> Caller:
+    client = access.create_client(
+        session,
+        kind=kind,
+        name=name or f"test {kind}",
+        uscc=uscc,
+        standards=standards if standards is not None else list(ALL_STANDARDS),
+        scopes=scopes or [],
+        pushes_for=pushes_for or [],
+    )
+    _, key = access.issue_key(session, client)
+    return Caller(client, key)
+
+
+ALL_STANDARDS = ("administrative_penalty", "administrative_licensing")
+
+
+@pytest.fixture
+def operator(session: Session) -> Caller:
+    return register(session, ClientKind.OPERATOR)
+
+
+@pytest.fixture
+def department(session: Session) -> Caller:
+    return register(
+        session, ClientKind.DEPARTMENT, name="福州市市场监督管理局", uscc=factories.DEPARTMENT_USCC
+    )
+
+
+@pytest.fixture
+def other_department(session: Session) -> Caller:
+    return register(
+        session,
+        ClientKind.DEPARTMENT,
+        name="深圳市市场监督管理局",
+        uscc=factories.OTHER_DEPARTMENT_USCC,
+    )
+
+
+@pytest.fixture
+def agency(session: Session) -> Caller:
+    return register(session, ClientKind.AGENCY, name="福州市公共资源交易中心")
+
+
+@pytest.fixture
+def privileged_agency(session: Session) -> Caller:
+    return register(
+        session,
+        ClientKind.AGENCY,
+        name="福州市中级人民法院",
+        scopes=["personal_data", "unpublished"],
+    )

@@ -10,13 +10,17 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from credit_hub import __version__
+from credit_hub.access.router import router as admin_router
 from credit_hub.config import Settings, get_settings
-from credit_hub.db import make_engine, make_sessionmaker
+from credit_hub.db import Database, make_engine, make_sessionmaker
 from credit_hub.errors import PROBLEM_BASE, install_problem_handlers
+from credit_hub.ingest.router import router as ingest_router
+from credit_hub.ingest.schemas import RecordBatch
 from credit_hub.keyring import load_keyring
 from credit_hub.log import RequestContextMiddleware, configure_logging
 from credit_hub.migrate import head_revision
 from credit_hub.ops.router import router as ops_router
+from credit_hub.records.router import router as records_router
 from credit_hub.standards.registry import Standards
 from credit_hub.standards.router import router as standards_router
 from credit_hub.standards.schemas import ValidateRequest
@@ -35,6 +39,13 @@ partner agencies read a unified, audited profile per subject.
 TAGS = [
     {"name": "standards", "description": "Published data standards (JSON Schema 2020-12)."},
     {"name": "ops", "description": "Liveness and readiness."},
+    {
+        "name": "ingestion",
+        "description": "Departments push records: validated, normalized, "
+        "versioned, with a signed receipt.",
+    },
+    {"name": "records", "description": "A department's records: read, history, withdraw."},
+    {"name": "admin", "description": "Operators: clients, API keys."},
     {"name": "receipts", "description": "Keys to verify signed submission receipts offline."},
 ]
 
@@ -93,13 +104,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.keyring = keyring
     app.state.engine = engine
     app.state.sessionmaker = make_sessionmaker(engine)
+    app.state.db = Database(app.state.sessionmaker)
     app.state.head_revision = head_revision(settings)
 
     install_problem_handlers(app)
     app.add_middleware(
         RequestContextMiddleware, max_body_bytes=settings.max_body_bytes, body_limits={}
     )
-    for router in (ops_router, standards_router):
+    for router in (ops_router, standards_router, ingest_router, records_router, admin_router):
         app.include_router(router)
 
     def openapi() -> dict[str, Any]:
@@ -113,9 +125,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
             schemas = spec.setdefault("components", {}).setdefault("schemas", {})
             schemas["Problem"] = PROBLEM_SCHEMA
-            schemas["ValidateRequest"] = ValidateRequest.model_json_schema(
-                ref_template="#/components/schemas/{model}"
-            )
+            for model in (ValidateRequest, RecordBatch):
+                schemas[model.__name__] = model.model_json_schema(
+                    ref_template="#/components/schemas/{model}"
+                )
             app.openapi_schema = spec
         return app.openapi_schema
 

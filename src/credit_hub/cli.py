@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from sqlalchemy.orm import Session, sessionmaker
 
 from credit_hub.config import get_settings
 
@@ -14,7 +15,11 @@ app = typer.Typer(help="credit_hub: public-credit data-exchange hub.", no_args_i
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 standards_app = typer.Typer(help="Published data standards.", no_args_is_help=True)
 secrets_app = typer.Typer(help="The hub's secrets.", no_args_is_help=True)
+admin_app = typer.Typer(help="Administration.", no_args_is_help=True)
+audit_app = typer.Typer(help="The audit log.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.add_typer(admin_app, name="admin")
+app.add_typer(audit_app, name="audit")
 app.add_typer(standards_app, name="standards")
 app.add_typer(secrets_app, name="secrets")
 
@@ -115,6 +120,62 @@ def standards_validate(
     typer.echo(f"{total} record(s), {total - failed} valid, {failed} invalid", err=True)
     if failed:
         raise typer.Exit(1)
+
+
+def _sessions() -> sessionmaker[Session]:
+    """Sessions on the configured database, its schema upgraded first."""
+    from credit_hub import migrate as migrations
+    from credit_hub.db import make_engine, make_sessionmaker
+
+    settings = get_settings()
+    migrations.upgrade(settings)
+    return make_sessionmaker(make_engine(settings))
+
+
+@admin_app.command("bootstrap")
+def admin_bootstrap(
+    name: Annotated[str, typer.Option(help="Name of the operator client")] = "operator",
+    force: Annotated[bool, typer.Option(help="Create another operator even if one exists")] = False,
+) -> None:
+    """Create the first operator client; its API key alone is the last line of the output."""
+    from sqlalchemy import select
+
+    from credit_hub.access.models import Client, ClientKind
+    from credit_hub.access.service import bootstrap_operator
+    from credit_hub.audit import service as audit
+
+    with _sessions().begin() as session:
+        exists = session.scalar(select(Client.id).where(Client.kind == ClientKind.OPERATOR))
+        if exists is not None and not force:
+            typer.echo("An operator exists already; use --force to create another.", err=True)
+            raise typer.Exit(1)
+        client, key = bootstrap_operator(session, name=name)
+        audit.record(
+            session,
+            actor=None,
+            actor_kind="cli",
+            action="client.bootstrapped",
+            payload={"client_id": str(client.id)},
+        )
+    typer.echo(f"operator client {client.id} created; its API key (shown once):", err=True)
+    typer.echo(key)
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Check the audit hash chain; name the first broken link. Exit 1 if broken."""
+    from credit_hub.audit.service import verify
+
+    with _sessions()() as session:
+        report = verify(session)
+    if report.ok:
+        typer.echo(f"audit chain intact: {report.checked} event(s) verified")
+        return
+    typer.echo(
+        f"audit chain BROKEN at event {report.broken_at}: {report.reason} "
+        f"({report.checked} event(s) verified before it)"
+    )
+    raise typer.Exit(1)
 
 
 @secrets_app.command("generate")

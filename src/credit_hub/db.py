@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, cast
 
 from fastapi import Depends, Request
-from sqlalchemy import JSON, DateTime, Engine, MetaData, create_engine, event
+from sqlalchemy import JSON, DateTime, Engine, MetaData, Table, create_engine, event
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -53,6 +54,11 @@ class UtcDateTime(TypeDecorator[datetime]):
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
     type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UtcDateTime, dict[str, Any]: JsonDoc}
+
+
+def table(model: type[Base]) -> Table:
+    """A mapped class's Table, typed as one (for bulk Core statements)."""
+    return cast(Table, model.__table__)
 
 
 def utcnow() -> datetime:
@@ -108,9 +114,40 @@ def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
-def get_session(request: Request) -> Iterator[Session]:
+class Database:
+    """Transactions on the app's engine. Handlers that do CPU work before writing (a batch
+    push validates first) open their write transaction late, through `write()`, so that on
+    SQLite the write lock is held for the inserts only."""
+
+    def __init__(self, factory: sessionmaker[Session]) -> None:
+        self.factory = factory
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """One transaction: committed when the block ends, rolled back if it raises."""
+        with self.factory.begin() as session:
+            yield session
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A read-only transaction that never waits for SQLite's write lock."""
+        with self.factory() as session:
+            session.connection(execution_options={"read_only": True})
+            yield session
+            session.rollback()
+
+
+def get_db(request: Request) -> Database:
+    db: Database = request.app.state.db
+    return db
+
+
+DbDep = Annotated[Database, Depends(get_db)]
+
+
+def get_session(db: DbDep) -> Iterator[Session]:
     """One transaction per request: commit when the handler returns, roll back if it raises."""
-    with request.app.state.sessionmaker.begin() as session:
+    with db.write() as session:
         yield session
 
 

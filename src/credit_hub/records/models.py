@@ -41,7 +41,6 @@ class Record(Base):
     publish_until: Mapped[date | None]
     repair_from: Mapped[date | None]
     retain_until: Mapped[date | None]
-    fine_amount: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     withdrawn_at: Mapped[datetime | None]

@@ -54,6 +54,7 @@ class SubjectRef:
     reg_no: str | None = None
     person_id_type: str | None = None
     person_id_no: str | None = None
+    seen_on: date | None = None  # the decision date of the record that names it so
 
 
 @dataclass(slots=True)
@@ -516,6 +517,7 @@ class RecordEngine:
             reg_no=record.get(spec.get("reg_no_field", "")),
             person_id_type=record.get(spec.get("person_id_type_field", "")),
             person_id_no=record.get(spec.get("person_id_no_field", "")),
+            seen_on=date.fromisoformat(record[self.decision_field]),
         )
 
     def _warnings(self, derived: Derived) -> list[Violation]:

@@ -35,6 +35,7 @@ class Subject(Base):
     person_id_masked: Mapped[str | None] = mapped_column(String(64))
     person_birth_date: Mapped[date | None]
     name: Mapped[str] = mapped_column(String(200))
+    name_seen_on: Mapped[date | None]
     division: Mapped[str | None] = mapped_column(String(6))
     merged_into_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("subject.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,8 +1,8 @@
-"""create clients subjects records submissions audit
+"""create core tables
 
-Revision ID: b7fef96d5e10
+Revision ID: f9a814dc4d89
 Revises:
-Create Date: 2026-11-25 08:45:30.006657+00:00
+Create Date: 2026-11-25 08:54:56.951519+00:00
 """
 
 from collections.abc import Sequence
@@ -13,7 +13,7 @@ from sqlalchemy.dialects import postgresql
 
 import credit_hub.db
 
-revision: str = "b7fef96d5e10"
+revision: str = "f9a814dc4d89"
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
@@ -93,6 +93,7 @@ def upgrade() -> None:
         sa.Column("person_id_masked", sa.String(length=64), nullable=True),
         sa.Column("person_birth_date", sa.Date(), nullable=True),
         sa.Column("name", sa.String(length=200), nullable=False),
+        sa.Column("name_seen_on", sa.Date(), nullable=True),
         sa.Column("division", sa.String(length=6), nullable=True),
         sa.Column("merged_into_id", sa.Uuid(), nullable=True),
         sa.Column("created_at", credit_hub.db.UtcDateTime(timezone=True), nullable=False),
@@ -144,7 +145,6 @@ def upgrade() -> None:
         sa.Column("publish_until", sa.Date(), nullable=True),
         sa.Column("repair_from", sa.Date(), nullable=True),
         sa.Column("retain_until", sa.Date(), nullable=True),
-        sa.Column("fine_amount", sa.String(length=32), nullable=True),
         sa.Column("created_at", credit_hub.db.UtcDateTime(timezone=True), nullable=False),
         sa.Column("updated_at", credit_hub.db.UtcDateTime(timezone=True), nullable=False),
         sa.Column("withdrawn_at", credit_hub.db.UtcDateTime(timezone=True), nullable=True),

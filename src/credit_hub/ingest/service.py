@@ -1,0 +1,636 @@
+"""Rules of a push: check every record, then store the good ones in sets, with a receipt.
+
+Checking (validation, normalization, the department's right to push the record) needs no
+database and runs before the write transaction opens. Storing resolves subjects and finds
+existing records with a fixed number of set queries, then inserts and updates in bulk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import orjson
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from credit_hub.access.service import Principal
+from credit_hub.audit import service as audit
+from credit_hub.db import new_id, table
+from credit_hub.errors import Forbidden, IdempotencyKeyReused, RecordsInvalid, RequestInvalid
+from credit_hub.ingest.models import Submission
+from credit_hub.ingest.schemas import (
+    Counts,
+    ErrorSummary,
+    Mode,
+    Receipt,
+    Rejection,
+    SubmissionReport,
+    SubmissionStatus,
+)
+from credit_hub.keyring import Keyring
+from credit_hub.records.models import Record, RecordStatus, RecordVersion
+from credit_hub.standards.engine import Outcome
+from credit_hub.standards.registry import StandardVersion
+from credit_hub.standards.service import source_id_of
+from credit_hub.subjects import identifiers as ids
+from credit_hub.subjects import service as subjects
+
+RETENTION_YEARS = 5
+
+
+@dataclass(frozen=True)
+class Batch:
+    standard: str
+    version: str | None
+    mode: Mode
+    records: list[Any]
+
+
+@dataclass(slots=True)
+class Checked:
+    index: int
+    source_id: str
+    outcome: Outcome
+    content_hash: str
+    data: dict[str, Any]
+    personal_enc: bytes | None
+
+
+def parse_batch(body: Any, *, max_records: int) -> Batch:
+    """The envelope of `POST /v1/records`, with a precise problem for each way it can be wrong."""
+
+    def invalid(pointer: str, code: str, message: str) -> RequestInvalid:
+        return RequestInvalid(
+            message, errors=[{"pointer": pointer, "code": code, "message": message}]
+        )
+
+    if not isinstance(body, dict):
+        raise invalid("", "type", "The body must be a JSON object {standard, mode, records}.")
+    unknown = sorted(set(body) - {"standard", "version", "mode", "records"})
+    if unknown:
+        raise invalid(f"/{unknown[0]}", "additional_property", f"Unknown member {unknown[0]!r}.")
+    standard, version, mode = body.get("standard"), body.get("version"), body.get("mode", "partial")
+    if not isinstance(standard, str) or not standard:
+        raise invalid("/standard", "required", "'standard' (a standard id) is required.")
+    if version is not None and not isinstance(version, str):
+        raise invalid("/version", "type", "'version' must be a string such as \"1.0\".")
+    if mode not in (Mode.PARTIAL, Mode.ATOMIC):
+        raise invalid("/mode", "enum", '\'mode\' must be "partial" or "atomic".')
+    records = body.get("records")
+    if not isinstance(records, list):
+        raise invalid("/records", "type", "'records' must be a list of records.")
+    if not records:
+        raise invalid("/records", "min_items", "'records' is empty: push one or more records.")
+    if len(records) > max_records:
+        raise invalid(
+            "/records",
+            "max_items",
+            f"At most {max_records} records per push; {len(records)} given.",
+        )
+    return Batch(standard, version, Mode(mode), records)
+
+
+def authorize(client: Principal, standard: str) -> None:
+    if not client.may_use(standard):
+        raise Forbidden(f"This department is not registered to push {standard!r}.")
+
+
+def check_records(
+    found: StandardVersion,
+    records: Sequence[Any],
+    *,
+    client: Principal,
+    keyring: Keyring,
+    first_index: int = 0,
+) -> tuple[list[Checked], list[Rejection], list[Rejection]]:
+    """(records fit to store, rejections, warnings). Touches no database."""
+    allowed_sources = {client.uscc, *client.pushes_for} - {None}
+    engine = found.engine
+    personal = engine.personal_fields
+    kinds = engine.kinds
+    good: list[Checked] = []
+    rejected: list[Rejection] = []
+    warnings: list[Rejection] = []
+    seen: dict[str, int] = {}
+    for offset, raw in enumerate(records):
+        index = first_index + offset
+        outcome = engine.check(raw)
+        if not outcome.ok or outcome.derived is None or outcome.record is None:
+            source_id = source_id_of(found, raw)
+            rejected.extend(
+                Rejection(index=index, source_id=source_id, **v.as_dict())
+                for v in outcome.violations
+            )
+            continue
+        derived, record = outcome.derived, outcome.record
+        source_id = derived.source_id
+        if derived.data_source_uscc not in allowed_sources:
+            field = engine.data_source.get("uscc_field", "")
+            rejected.append(
+                Rejection(
+                    index=index,
+                    source_id=source_id,
+                    pointer=f"/{field}",
+                    code="data_source_not_allowed",
+                    message="The data-source USCC must be this department's own, or one it is "
+                    "registered to push for.",
+                )
+            )
+            continue
+        if source_id in seen:
+            rejected.append(
+                Rejection(
+                    index=index,
+                    source_id=source_id,
+                    pointer="/source_id",
+                    code="duplicate_source_id",
+                    message=f"The same source_id is already at index {seen[source_id]} of this "
+                    "batch.",
+                )
+            )
+            continue
+        seen[source_id] = index
+        warnings.extend(
+            Rejection(index=index, source_id=source_id, **w.as_dict()) for w in outcome.warnings
+        )
+        canonical = orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
+        data = record
+        clear = {k: record[k] for k in personal if record.get(k) is not None}
+        personal_enc = None
+        if clear:
+            data = dict(record)
+            for name in clear:
+                if kinds.get(name) == "id_number":
+                    data[name] = ids.mask_id_number(record[name])
+            personal_enc = keyring.encrypt(orjson.dumps(clear))
+        good.append(
+            Checked(index, source_id, outcome, keyring.keyed_digest(canonical), data, personal_enc)
+        )
+    return good, rejected, warnings
+
+
+def summarize(rejections: Sequence[Rejection]) -> list[ErrorSummary]:
+    counts = Counter((r.code, r.pointer) for r in rejections)
+    first: dict[tuple[str, str], str] = {}
+    for r in rejections:
+        first.setdefault((r.code, r.pointer), r.message)
+    return [
+        ErrorSummary(code=code, pointer=pointer, count=n, example=first[(code, pointer)])
+        for (code, pointer), n in counts.most_common()
+    ]
+
+
+def overall_status(stored: int, rejected: int) -> SubmissionStatus:
+    if rejected == 0:
+        return SubmissionStatus.ACCEPTED
+    return SubmissionStatus.PARTIALLY_ACCEPTED if stored else SubmissionStatus.REJECTED
+
+
+def body_digest(raw: bytes) -> str:
+    return hashlib.sha256(raw).hexdigest()
+
+
+def find_replay(
+    session: Session, client: Principal, idempotency_key: str, body_sha256: str
+) -> dict[str, Any] | None:
+    """The stored report of an earlier push with this key; 409 if its body differed."""
+    row = session.execute(
+        select(Submission.body_sha256, Submission.report).where(
+            Submission.client_id == client.id, Submission.idempotency_key == idempotency_key
+        )
+    ).first()
+    if row is None:
+        return None
+    if row.body_sha256 != body_sha256:
+        raise IdempotencyKeyReused(
+            "This Idempotency-Key was used for a different body; use a new key for new content.",
+        )
+    report: dict[str, Any] = row.report
+    return report
+
+
+def _insert(session: Session) -> Any:
+    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+
+
+def store(
+    session: Session,
+    keyring: Keyring,
+    found: StandardVersion,
+    checked: list[Checked],
+    rejected: list[Rejection],
+    warnings: list[Rejection],
+    *,
+    client: Principal,
+    mode: Mode,
+    body_sha256: str,
+    idempotency_key: str | None,
+    received: int,
+    received_at: datetime,
+    kind: str = "batch",
+) -> tuple[SubmissionReport, bool]:
+    """Store the checked records in the caller's transaction: (report, replayed)."""
+    submission_id = new_id()
+    if idempotency_key is not None:
+        inserted = session.execute(
+            _insert(session)(table(Submission))
+            .values(
+                id=submission_id,
+                client_id=client.id,
+                kind=kind,
+                standard=found.standard,
+                version=found.version,
+                mode=mode,
+                status="processing",
+                idempotency_key=idempotency_key,
+                body_sha256=body_sha256,
+                created_at=received_at,
+            )
+            .on_conflict_do_nothing(index_elements=["client_id", "idempotency_key"])
+            .returning(table(Submission).c.id)
+        ).first()
+        if inserted is None:  # a concurrent push with the same key committed first
+            replay = find_replay(session, client, idempotency_key, body_sha256)
+            assert replay is not None
+            return SubmissionReport.model_validate(replay), True
+    else:
+        session.execute(
+            table(Submission)
+            .insert()
+            .values(
+                id=submission_id,
+                client_id=client.id,
+                kind=kind,
+                standard=found.standard,
+                version=found.version,
+                mode=mode,
+                status="processing",
+                body_sha256=body_sha256,
+                created_at=received_at,
+            )
+        )
+
+    outcomes, late_rejections = _write_records(
+        session,
+        keyring,
+        found,
+        checked,
+        client=client,
+        submission_id=submission_id,
+        now=received_at,
+    )
+    rejected = rejected + late_rejections
+    if mode == Mode.ATOMIC and rejected:
+        raise _atomic_rejection(found, rejected, received, mode, body_sha256, received_at)
+    counts = Counts(
+        received=received,
+        created=sum(1 for o in outcomes if o["outcome"] == "created"),
+        updated=sum(1 for o in outcomes if o["outcome"] == "updated"),
+        unchanged=sum(1 for o in outcomes if o["outcome"] == "unchanged"),
+        rejected=received - len(outcomes),
+    )
+    status = overall_status(len(outcomes), counts.rejected)
+    receipt_fields = {
+        "submission_id": str(submission_id),
+        "client_id": str(client.id),
+        "standard": found.standard,
+        "version": found.version,
+        "mode": str(mode),
+        "body_sha256": body_sha256,
+        "received_at": received_at.isoformat(),
+        "status": str(status),
+        "counts": counts.model_dump(),
+    }
+    payload = orjson.dumps(receipt_fields, option=orjson.OPT_SORT_KEYS).decode()
+    receipt = Receipt(
+        signed_payload=payload, signature=keyring.sign(payload.encode()), key_id=keyring.key_id()
+    )
+    report = SubmissionReport(
+        submission_id=submission_id,
+        status=status,
+        standard=found.standard,
+        version=found.version,
+        mode=mode,
+        counts=counts,
+        errors=sorted(rejected, key=lambda r: r.index),
+        error_summary=summarize(rejected),
+        warnings=warnings,
+        deprecation=found.warnings(received_at.date()),
+        records=outcomes,
+        body_sha256=body_sha256,
+        received_at=received_at,
+        receipt=receipt,
+    )
+    session.execute(
+        update(Submission)
+        .where(Submission.id == submission_id)
+        .values(
+            status=status,
+            received=counts.received,
+            created=counts.created,
+            updated=counts.updated,
+            unchanged=counts.unchanged,
+            rejected=counts.rejected,
+            report=report.model_dump(mode="json"),
+            receipt=receipt.model_dump(),
+            finished_at=received_at,
+        )
+    )
+    audit.record(
+        session,
+        actor=client,
+        action="records.pushed",
+        submission_id=submission_id,
+        result=str(status),
+        payload={"standard": found.standard, "version": found.version, **counts.model_dump()},
+    )
+    return report, False
+
+
+def _atomic_rejection(
+    found: StandardVersion,
+    rejected: list[Rejection],
+    received: int,
+    mode: Mode,
+    body_sha256: str,
+    received_at: datetime,
+) -> RecordsInvalid:
+    report = rejection_report(found, rejected, [], received, mode, body_sha256, received_at)
+    return RecordsInvalid(
+        f"{len({r.index for r in rejected})} of {received} record(s) rejected; "
+        f"{'nothing was stored (atomic mode)' if mode == Mode.ATOMIC else 'nothing to store'}.",
+        submission_status=str(report.status),
+        **report.model_dump(mode="json", exclude={"records", "receipt", "status"}),
+    )
+
+
+def rejection_report(
+    found: StandardVersion,
+    rejected: list[Rejection],
+    warnings: list[Rejection],
+    received: int,
+    mode: Mode,
+    body_sha256: str,
+    received_at: datetime,
+    *,
+    dry_run: bool = False,
+    valid: int = 0,
+) -> SubmissionReport:
+    bad = len({r.index for r in rejected})
+    status = (
+        SubmissionStatus.VALID
+        if dry_run and not rejected
+        else (overall_status(valid, bad) if dry_run else SubmissionStatus.REJECTED)
+    )
+    return SubmissionReport(
+        submission_id=None,
+        status=status,
+        standard=found.standard,
+        version=found.version,
+        mode=mode,
+        dry_run=dry_run,
+        counts=Counts(received=received, rejected=bad),
+        errors=sorted(rejected, key=lambda r: r.index),
+        error_summary=summarize(rejected),
+        warnings=warnings,
+        deprecation=found.warnings(received_at.date()),
+        body_sha256=body_sha256,
+        received_at=received_at,
+    )
+
+
+def raise_rejection(
+    found: StandardVersion,
+    rejected: list[Rejection],
+    received: int,
+    mode: Mode,
+    body_sha256: str,
+    received_at: datetime,
+) -> None:
+    raise _atomic_rejection(found, rejected, received, mode, body_sha256, received_at)
+
+
+def _write_records(
+    session: Session,
+    keyring: Keyring,
+    found: StandardVersion,
+    checked: list[Checked],
+    *,
+    client: Principal,
+    submission_id: uuid.UUID,
+    now: datetime,
+) -> tuple[list[dict[str, Any]], list[Rejection]]:
+    if not checked:
+        return [], []
+    derived = [c.outcome.derived for c in checked]
+    subject_ids = subjects.resolve(
+        session,
+        keyring,
+        [d.subject for d in derived if d],
+        [d.decision_date for d in derived if d],
+    )
+    existing = _existing(session, client.id, found.standard, [c.source_id for c in checked])
+    new_rows: list[dict[str, Any]] = []
+    pending: list[tuple[Checked, uuid.UUID]] = []
+    for item, subject_id in zip(checked, subject_ids, strict=True):
+        if item.source_id in existing:
+            pending.append((item, subject_id))
+            continue
+        new_rows.append(_record_row(item, found, client, subject_id, now))
+    created_ids: set[uuid.UUID] = set()
+    if new_rows:
+        records = table(Record)
+        stmt = (
+            _insert(session)(records)
+            .on_conflict_do_nothing(index_elements=["department_id", "standard", "source_id"])
+            .returning(records.c.id, sort_by_parameter_order=True)
+        )
+        created_ids = {row.id for row in session.execute(stmt, new_rows)}
+    lost = [row for row in new_rows if row["id"] not in created_ids]
+    if lost:  # pushed concurrently by another request of this department: now an update
+        existing.update(
+            _existing(session, client.id, found.standard, [row["source_id"] for row in lost])
+        )
+        by_source = {c.source_id: (c, s) for c, s in zip(checked, subject_ids, strict=True)}
+        pending.extend(by_source[row["source_id"]] for row in lost)
+    outcomes: list[dict[str, Any]] = []
+    versions: list[dict[str, Any]] = []
+    record_updates: list[dict[str, Any]] = []
+    superseded: list[dict[str, Any]] = []
+    late: list[Rejection] = []
+    created_rows = {row["source_id"]: row for row in new_rows if row["id"] in created_ids}
+    for item in checked:
+        row = created_rows.get(item.source_id)
+        if row is not None:
+            versions.append(
+                _version_row(item, found, row["id"], 1, row["subject_id"], submission_id, now)
+            )
+            outcomes.append(_outcome(item, row["id"], 1, "created"))
+    for item, subject_id in pending:
+        current = existing[item.source_id]
+        if current["content_hash"] == item.content_hash:
+            outcomes.append(_outcome(item, current["id"], current["version"], "unchanged"))
+            continue
+        if current["status"] != RecordStatus.ACTIVE:
+            late.append(
+                Rejection(
+                    index=item.index,
+                    source_id=item.source_id,
+                    pointer="",
+                    code=f"record_{current['status']}",
+                    message=f"This record is {current['status']}; it can no longer be corrected.",
+                )
+            )
+            continue
+        version = current["version"] + 1
+        row = _record_row(item, found, client, subject_id, now)
+        record_updates.append(
+            {
+                f"b_{k}": v
+                for k, v in row.items()
+                if k not in ("department_id", "standard", "source_id", "created_at")
+            }
+            | {"b_id": current["id"], "b_version": version}
+        )
+        superseded.append(
+            {"b_record_id": current["id"], "b_version": current["version"], "b_at": now}
+        )
+        versions.append(
+            _version_row(item, found, current["id"], version, subject_id, submission_id, now)
+        )
+        outcomes.append(_outcome(item, current["id"], version, "updated"))
+    if record_updates:
+        records = table(Record)
+        columns = [k[2:] for k in record_updates[0] if k not in ("b_id",)]
+        session.execute(
+            update(records)
+            .where(records.c.id == bindparam("b_id"))
+            .values({c: bindparam(f"b_{c}") for c in columns}),
+            record_updates,
+        )
+        versions_table = table(RecordVersion)
+        session.execute(
+            update(versions_table)
+            .where(
+                versions_table.c.record_id == bindparam("b_record_id"),
+                versions_table.c.version == bindparam("b_version"),
+            )
+            .values(superseded_at=bindparam("b_at")),
+            superseded,
+        )
+    if versions:
+        session.execute(table(RecordVersion).insert(), versions)
+    outcomes.sort(key=lambda o: int(o["index"]))
+    return outcomes, late
+
+
+def _existing(
+    session: Session, department_id: uuid.UUID, standard: str, source_ids: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = {}
+    lock = session.get_bind().dialect.name == "postgresql"
+    for start in range(0, len(source_ids), 500):
+        stmt = select(
+            Record.id, Record.source_id, Record.version, Record.content_hash, Record.status
+        ).where(
+            Record.department_id == department_id,
+            Record.standard == standard,
+            Record.source_id.in_(source_ids[start : start + 500]),
+        )
+        if lock:  # corrections of one record queue up: versions stay gap-free and ordered
+            stmt = stmt.with_for_update()
+        found.update({row.source_id: row._asdict() for row in session.execute(stmt)})
+    return found
+
+
+def _record_row(
+    item: Checked,
+    found: StandardVersion,
+    client: Principal,
+    subject_id: uuid.UUID,
+    now: datetime,
+) -> dict[str, Any]:
+    derived = item.outcome.derived
+    assert derived is not None
+    until = derived.publish_until
+    return {
+        "id": new_id(),
+        "department_id": client.id,
+        "standard": found.standard,
+        "source_id": item.source_id,
+        "subject_id": subject_id,
+        "version": 1,
+        "schema_id": found.schema_id,
+        "content_hash": item.content_hash,
+        "status": RecordStatus.ACTIVE,
+        "severity": derived.severity,
+        "severity_source": derived.severity_source,
+        "decision_date": derived.decision_date,
+        "publish_from": derived.publish_from,
+        "publish_until": until,
+        "repair_from": derived.repair_from,
+        "retain_until": _retain_until(until),
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def _retain_until(publish_until: date | None) -> date | None:
+    if publish_until is None:
+        return None
+    try:
+        return publish_until.replace(year=publish_until.year + RETENTION_YEARS)
+    except ValueError:  # 29 February
+        return publish_until.replace(year=publish_until.year + RETENTION_YEARS, day=28)
+
+
+def _version_row(
+    item: Checked,
+    found: StandardVersion,
+    record_id: uuid.UUID,
+    version: int,
+    subject_id: uuid.UUID,
+    submission_id: uuid.UUID,
+    now: datetime,
+) -> dict[str, Any]:
+    derived = item.outcome.derived
+    assert derived is not None
+    return {
+        "record_id": record_id,
+        "version": version,
+        "schema_id": found.schema_id,
+        "content_hash": item.content_hash,
+        "data": item.data,
+        "originals": item.outcome.originals or None,
+        "personal_enc": item.personal_enc,
+        "subject_id": subject_id,
+        "submission_id": submission_id,
+        "publish_from": derived.publish_from,
+        "publish_until": derived.publish_until,
+        "created_at": now,
+        "superseded_at": None,
+    }
+
+
+def _outcome(item: Checked, record_id: uuid.UUID, version: int, outcome: str) -> dict[str, Any]:
+    return {
+        "index": item.index,
+        "source_id": item.source_id,
+        "record_id": str(record_id),
+        "version": version,
+        "outcome": outcome,
+    }
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+IDEMPOTENCY_TTL = timedelta(hours=24)

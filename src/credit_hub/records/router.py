@@ -1,0 +1,56 @@
+"""Records of a department: read one, its history, withdraw it."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, Request
+
+from credit_hub.access.auth import ClientDep, DepartmentDep
+from credit_hub.db import SessionDep
+from credit_hub.errors import Conflict, NotFound, RequestInvalid, Unauthorized, problem_responses
+from credit_hub.records import service
+from credit_hub.records.schemas import RecordHistory, RecordRead, WithdrawRequest
+
+router = APIRouter(prefix="/v1/records", tags=["records"])
+
+
+@router.get(
+    "/{record_id}",
+    response_model=RecordRead,
+    responses=problem_responses(Unauthorized, NotFound),
+)
+def get_record(
+    record_id: uuid.UUID, request: Request, session: SessionDep, client: ClientDep
+) -> RecordRead:
+    """One record with its current version (the owning department, or an operator)."""
+    return service.read(session, record_id, client, request.app.state.keyring)
+
+
+@router.get(
+    "/{record_id}/history",
+    response_model=RecordHistory,
+    responses=problem_responses(Unauthorized, NotFound),
+)
+def get_record_history(
+    record_id: uuid.UUID, request: Request, session: SessionDep, client: ClientDep
+) -> RecordHistory:
+    """Every kept version of a record, oldest first."""
+    return service.history(session, record_id, client, request.app.state.keyring)
+
+
+@router.post(
+    "/{record_id}/withdraw",
+    response_model=RecordRead,
+    responses=problem_responses(Unauthorized, NotFound, Conflict, RequestInvalid),
+)
+def withdraw_record(
+    record_id: uuid.UUID,
+    body: WithdrawRequest,
+    request: Request,
+    session: SessionDep,
+    client: DepartmentDep,
+) -> RecordRead:
+    """Withdraw a record (a decision changed, revoked or found void): it leaves every profile;
+    its history stays."""
+    return service.withdraw(session, record_id, body.reason, client, request.app.state.keyring)

@@ -1,0 +1,300 @@
+"""Linking records to subjects, in sets: one round of queries per batch, not one per record.
+
+Keys: organizations and individual businesses by USCC; a record with only a legacy
+organization code or registration number links to the subject whose USCC embeds that code (or
+that was seen with that number), else to an unresolved subject (no USCC yet) that is completed
+when the USCC appears. Natural persons by an HMAC of their ID type and number; the clear number
+is stored only encrypted.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from sqlalchemy import bindparam, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from credit_hub.db import new_id, table, utcnow
+from credit_hub.keyring import Keyring
+from credit_hub.records.models import Record
+from credit_hub.standards.engine import RESIDENT_ID_TYPE, SubjectRef
+from credit_hub.subjects import identifiers as ids
+from credit_hub.subjects.models import Subject, SubjectKind, SubjectName
+
+CHUNK = 500  # values per IN (...): well inside SQLite's and PostgreSQL's parameter limits
+
+
+@dataclass(slots=True)
+class _Known:
+    id: uuid.UUID
+    uscc: str | None
+    org_code: str | None
+    reg_no: str | None
+    name_seen_on: date | None
+
+
+def _chunks(values: Sequence[Any]) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(values), CHUNK):
+        yield values[start : start + CHUNK]
+
+
+def _fetch(session: Session, column: Any, values: Iterable[Any], *extra: Any) -> list[_Known]:
+    found: list[_Known] = []
+    distinct = sorted({v for v in values if v})
+    for chunk in _chunks(distinct):
+        stmt = select(
+            Subject.id, Subject.uscc, Subject.org_code, Subject.reg_no, Subject.name_seen_on
+        ).where(column.in_(chunk), Subject.merged_into_id.is_(None), *extra)
+        found.extend(_Known(*row) for row in session.execute(stmt))
+    return found
+
+
+def _insert(session: Session, rows: list[dict[str, Any]], conflict_column: str | None) -> None:
+    if not rows:
+        return
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = insert(table(Subject))
+    if conflict_column:
+        # A concurrent batch may create the same subject first: keep theirs, then re-read.
+        stmt = stmt.on_conflict_do_nothing(index_elements=[conflict_column])
+    session.execute(stmt, rows)
+
+
+def person_key(keyring: Keyring, ref: SubjectRef) -> str:
+    return keyring.person_key(ref.person_id_type or "", ref.person_id_no or "")
+
+
+def resolve(
+    session: Session, keyring: Keyring, refs: Sequence[SubjectRef], seen_on: Sequence[date]
+) -> list[uuid.UUID]:
+    """The subject id of each reference (creating or completing subjects as needed)."""
+    now = utcnow()
+    ids_by_uscc = _resolve_usccs(session, [r for r in refs if r.uscc], now)
+    ids_by_person = _resolve_persons(
+        session, keyring, [r for r in refs if r.kind == SubjectKind.NATURAL_PERSON], now
+    )
+    legacy = [r for r in refs if not r.uscc and r.kind != SubjectKind.NATURAL_PERSON]
+    ids_by_legacy = _resolve_legacy(session, legacy, now)
+    out: list[uuid.UUID] = []
+    for ref in refs:
+        if ref.kind == SubjectKind.NATURAL_PERSON:
+            out.append(ids_by_person[person_key(keyring, ref)])
+        elif ref.uscc:
+            out.append(ids_by_uscc[ref.uscc])
+        else:
+            out.append(ids_by_legacy[_legacy_key(ref)])
+    _record_names(session, refs, out, seen_on)
+    return out
+
+
+def _resolve_usccs(session: Session, refs: list[SubjectRef], now: Any) -> dict[str, uuid.UUID]:
+    by_uscc: dict[str, uuid.UUID] = {
+        k.uscc: k.id for k in _fetch(session, Subject.uscc, [r.uscc for r in refs]) if k.uscc
+    }
+    # Unresolved subjects waiting for these USCCs, by embedded org code or by reg no.
+    waiting_org = {
+        k.org_code: k
+        for k in _fetch(
+            session,
+            Subject.org_code,
+            [ids.uscc_org_code(r.uscc or "") for r in refs],
+            Subject.uscc.is_(None),
+        )
+    }
+    waiting_reg = {
+        k.reg_no: k
+        for k in _fetch(session, Subject.reg_no, [r.reg_no for r in refs], Subject.uscc.is_(None))
+    }
+    new_rows: dict[str, dict[str, Any]] = {}
+    for ref in refs:
+        uscc = ref.uscc or ""
+        waiting = waiting_org.pop(ids.uscc_org_code(uscc), None) or waiting_reg.pop(
+            ref.reg_no or "", None
+        )
+        if waiting is not None and uscc in by_uscc:
+            merge_waiting(session, into=by_uscc[uscc], waiting=waiting.id)
+        elif waiting is not None:
+            session.execute(
+                update(Subject)
+                .where(Subject.id == waiting.id, Subject.uscc.is_(None))
+                .values(
+                    uscc=uscc,
+                    org_code=ids.uscc_org_code(uscc),
+                    division=uscc[2:8],
+                    reg_no=ref.reg_no or waiting.reg_no,
+                    kind=ref.kind,
+                    updated_at=now,
+                )
+            )
+            by_uscc[uscc] = waiting.id
+        elif uscc not in by_uscc and uscc not in new_rows:
+            new_rows[uscc] = {
+                "id": new_id(),
+                "kind": ref.kind,
+                "uscc": uscc,
+                "org_code": ids.uscc_org_code(uscc),
+                "reg_no": ref.reg_no,
+                "name": ref.name,
+                "name_seen_on": ref.seen_on,
+                "division": uscc[2:8],
+                "created_at": now,
+                "updated_at": now,
+            }
+    _insert(session, list(new_rows.values()), "uscc")
+    for known in _fetch(session, Subject.uscc, list(new_rows)):
+        if known.uscc:
+            by_uscc[known.uscc] = known.id
+    return by_uscc
+
+
+def _legacy_key(ref: SubjectRef) -> str:
+    return f"org:{ref.org_code}" if ref.org_code else f"reg:{ref.reg_no}"
+
+
+def _resolve_legacy(session: Session, refs: list[SubjectRef], now: Any) -> dict[str, uuid.UUID]:
+    found: dict[str, uuid.UUID] = {}
+    if not refs:
+        return found
+    # Prefer a subject with a USCC (the org code is embedded in it), then an unresolved one.
+    for known in sorted(
+        _fetch(session, Subject.org_code, [r.org_code for r in refs]),
+        key=lambda k: k.uscc is None,
+        reverse=True,
+    ):
+        found[f"org:{known.org_code}"] = known.id
+    for known in sorted(
+        _fetch(session, Subject.reg_no, [r.reg_no for r in refs if not r.org_code]),
+        key=lambda k: k.uscc is None,
+        reverse=True,
+    ):
+        found[f"reg:{known.reg_no}"] = known.id
+    new_rows: dict[str, dict[str, Any]] = {}
+    for ref in refs:
+        key = _legacy_key(ref)
+        if key not in found and key not in new_rows:
+            new_rows[key] = {
+                "id": new_id(),
+                "kind": ref.kind,
+                "uscc": None,
+                "org_code": ref.org_code,
+                "reg_no": ref.reg_no,
+                "name": ref.name,
+                "name_seen_on": ref.seen_on,
+                "division": None,
+                "created_at": now,
+                "updated_at": now,
+            }
+    _insert(session, list(new_rows.values()), None)
+    found.update({key: row["id"] for key, row in new_rows.items()})
+    return found
+
+
+def _resolve_persons(
+    session: Session, keyring: Keyring, refs: list[SubjectRef], now: Any
+) -> dict[str, uuid.UUID]:
+    wanted = {person_key(keyring, r): r for r in refs}
+    found: dict[str, uuid.UUID] = {}
+    for chunk in _chunks(sorted(wanted)):
+        rows = session.execute(
+            select(Subject.person_key, Subject.id).where(Subject.person_key.in_(chunk))
+        )
+        found.update({key: subject_id for key, subject_id in rows if key})
+    new_rows = []
+    for key, ref in wanted.items():
+        if key in found:
+            continue
+        number = ref.person_id_no or ""
+        birth = None
+        if ref.person_id_type == RESIDENT_ID_TYPE:
+            birth = ids.id_number_birth_date(number)
+        new_rows.append(
+            {
+                "id": new_id(),
+                "kind": SubjectKind.NATURAL_PERSON,
+                "person_key": key,
+                "person_id_enc": keyring.encrypt(f"{ref.person_id_type}\x1f{number}".encode()),
+                "person_id_masked": ids.mask_id_number(number),
+                "person_birth_date": birth,
+                "name": ref.name,
+                "name_seen_on": ref.seen_on,
+                "created_at": now,
+                "updated_at": now,
+            }
+        )
+    _insert(session, new_rows, "person_key")
+    for chunk in _chunks([row["person_key"] for row in new_rows]):
+        rows = session.execute(
+            select(Subject.person_key, Subject.id).where(Subject.person_key.in_(chunk))
+        )
+        found.update({key: subject_id for key, subject_id in rows if key})
+    return found
+
+
+def _record_names(
+    session: Session,
+    refs: Sequence[SubjectRef],
+    subject_ids: Sequence[uuid.UUID],
+    seen_on: Sequence[date],
+) -> None:
+    """Name history: (subject, name) with the first and last decision date it was seen on;
+    the subject's current name is the one seen on the latest decision."""
+    spans: dict[tuple[uuid.UUID, str], tuple[date, date]] = {}
+    for ref, subject_id, day in zip(refs, subject_ids, seen_on, strict=True):
+        first, last = spans.get((subject_id, ref.name), (day, day))
+        spans[(subject_id, ref.name)] = (min(first, day), max(last, day))
+    if not spans:
+        return
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    least = func.least if dialect == "postgresql" else func.min
+    greatest = func.greatest if dialect == "postgresql" else func.max
+    stmt = insert(table(SubjectName))
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["subject_id", "name"],
+        set_={
+            "first_seen_on": least(SubjectName.first_seen_on, stmt.excluded.first_seen_on),
+            "last_seen_on": greatest(SubjectName.last_seen_on, stmt.excluded.last_seen_on),
+        },
+    )
+    name_rows = [
+        {"id": new_id(), "subject_id": s, "name": n, "first_seen_on": f, "last_seen_on": last}
+        for (s, n), (f, last) in sorted(spans.items(), key=lambda kv: (str(kv[0][0]), kv[0][1]))
+    ]
+    session.execute(stmt, name_rows)
+    latest: dict[uuid.UUID, tuple[date, str]] = {}
+    for (subject_id, name), (_, last) in spans.items():
+        if subject_id not in latest or last >= latest[subject_id][0]:
+            latest[subject_id] = (last, name)
+    current: dict[uuid.UUID, tuple[str, date | None]] = {}
+    for chunk in _chunks(list(latest)):
+        rows = session.execute(
+            select(Subject.id, Subject.name, Subject.name_seen_on).where(Subject.id.in_(chunk))
+        )
+        current.update({subject_id: (name, day) for subject_id, name, day in rows})
+    changes = []
+    for subject_id, (day, name) in latest.items():
+        if subject_id not in current:
+            continue
+        current_name, current_day = current[subject_id]
+        if current_day is None or (current_day <= day and current_name != name):
+            changes.append({"b_id": subject_id, "b_name": name, "b_day": day})
+    if changes:  # renamed subjects only: usually few
+        subjects = table(Subject)
+        session.execute(
+            update(subjects)
+            .where(subjects.c.id == bindparam("b_id"))
+            .values(name=bindparam("b_name"), name_seen_on=bindparam("b_day")),
+            changes,
+        )
+
+
+def merge_waiting(session: Session, into: uuid.UUID, waiting: uuid.UUID) -> None:
+    """Move an unresolved subject's records to the subject that now holds its USCC."""
+    session.execute(update(Record).where(Record.subject_id == waiting).values(subject_id=into))
+    session.execute(update(Subject).where(Subject.id == waiting).values(merged_into_id=into))

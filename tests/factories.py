@@ -58,7 +58,7 @@ def penalty(n: int = 1, **overrides: Any) -> dict[str, Any]:
         "penalty_content": "警告，并处罚款人民币伍仟元整。",
         "fine_amount_wan": "0.5",
         "decision_date": "2026/04/02",
-        "penalty_valid_to": "2026/07/01",
+        "penalty_valid_to": "2030/12/31",
         "authority_name": "福州市市场监督管理局",
         "authority_uscc": DEPARTMENT_USCC,
         "source_org_name": "福州市市场监督管理局",

@@ -11,6 +11,7 @@ from fastapi.openapi.utils import get_openapi
 
 from credit_hub import __version__
 from credit_hub.access.router import router as admin_router
+from credit_hub.audit.router import router as audit_router
 from credit_hub.config import Settings, get_settings
 from credit_hub.db import Database, make_engine, make_sessionmaker
 from credit_hub.errors import PROBLEM_BASE, install_problem_handlers
@@ -20,10 +21,12 @@ from credit_hub.keyring import load_keyring
 from credit_hub.log import RequestContextMiddleware, configure_logging
 from credit_hub.migrate import head_revision
 from credit_hub.ops.router import router as ops_router
+from credit_hub.profiles.router import router as profiles_router
 from credit_hub.records.router import router as records_router
 from credit_hub.standards.registry import Standards
 from credit_hub.standards.router import router as standards_router
 from credit_hub.standards.schemas import ValidateRequest
+from credit_hub.subjects.router import router as subjects_router
 
 DESCRIPTION = """
 credit_hub is a public-credit data-exchange hub. Government departments push standardized
@@ -45,7 +48,13 @@ TAGS = [
         "versioned, with a signed receipt.",
     },
     {"name": "records", "description": "A department's records: read, history, withdraw."},
-    {"name": "admin", "description": "Operators: clients, API keys."},
+    {"name": "subjects", "description": "Search subjects; who read a subject's profile."},
+    {
+        "name": "profiles",
+        "description": "Agencies: unified profiles for a declared purpose, "
+        "person lookup, batch screening. Every read is audited.",
+    },
+    {"name": "admin", "description": "Operators: clients, API keys, the audit log."},
     {"name": "receipts", "description": "Keys to verify signed submission receipts offline."},
 ]
 
@@ -111,7 +120,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         RequestContextMiddleware, max_body_bytes=settings.max_body_bytes, body_limits={}
     )
-    for router in (ops_router, standards_router, ingest_router, records_router, admin_router):
+    for router in (
+        ops_router,
+        standards_router,
+        ingest_router,
+        records_router,
+        subjects_router,
+        profiles_router,
+        admin_router,
+        audit_router,
+    ):
         app.include_router(router)
 
     def openapi() -> dict[str, Any]:

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import select, text
+from sqlalchemy import insert, select, text
 from sqlalchemy.orm import Session
 
 from credit_hub.access.service import Principal
@@ -64,31 +64,65 @@ def record(
     at: datetime | None = None,
 ) -> AuditEvent:
     """Append one event in the caller's transaction. Never put personal data in `payload`."""
+    return record_many(
+        session,
+        [
+            {
+                "actor": actor,
+                "action": action,
+                "actor_kind": actor_kind,
+                "subject_id": subject_id,
+                "record_id": record_id,
+                "submission_id": submission_id,
+                "purpose": purpose,
+                "case_ref": case_ref,
+                "result": result,
+                "payload": payload,
+                "at": at,
+            }
+        ],
+    )[0]
+
+
+def record_many(session: Session, events: Sequence[dict[str, Any]]) -> list[AuditEvent]:
+    """Append events in order, chained, with one lock, one read and one insert."""
+    if not events:
+        return []
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
     last = session.execute(
         select(AuditEvent.id, AuditEvent.hash).order_by(AuditEvent.id.desc()).limit(1)
     ).first()
-    event = AuditEvent(
-        id=(last.id + 1) if last else 1,
-        at=at or utcnow(),
-        actor_id=actor.id if actor else None,
-        actor_kind=actor_kind or (actor.kind if actor else "system"),
-        action=action,
-        subject_id=subject_id,
-        record_id=record_id,
-        submission_id=submission_id,
-        purpose=purpose,
-        case_ref=case_ref,
-        request_id=current_request_id(),
-        result=result,
-        payload=payload,
-        prev_hash=last.hash if last else GENESIS,
+    next_id, prev_hash = ((last.id + 1), last.hash) if last else (1, GENESIS)
+    request_id = current_request_id()
+    now = utcnow()
+    made: list[AuditEvent] = []
+    for spec in events:
+        actor: Principal | None = spec.get("actor")
+        event = AuditEvent(
+            id=next_id,
+            at=spec.get("at") or now,
+            actor_id=actor.id if actor else None,
+            actor_kind=spec.get("actor_kind") or (actor.kind if actor else "system"),
+            action=spec["action"],
+            subject_id=spec.get("subject_id"),
+            record_id=spec.get("record_id"),
+            submission_id=spec.get("submission_id"),
+            purpose=spec.get("purpose"),
+            case_ref=spec.get("case_ref"),
+            request_id=request_id,
+            result=spec.get("result"),
+            payload=spec.get("payload"),
+            prev_hash=prev_hash,
+        )
+        event.hash = _digest(prev_hash, event)
+        made.append(event)
+        next_id, prev_hash = next_id + 1, event.hash
+    session.execute(
+        insert(AuditEvent),
+        [{c.key: getattr(e, c.key) for c in AuditEvent.__table__.columns} for e in made],
     )
-    event.hash = _digest(event.prev_hash, event)
-    session.add(event)
-    session.flush()
-    return event
+    return made
 
 
 @dataclass(frozen=True)

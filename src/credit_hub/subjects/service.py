@@ -20,6 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from credit_hub.db import new_id, table, utcnow
+from credit_hub.errors import NotFound, RequestInvalid
 from credit_hub.keyring import Keyring
 from credit_hub.records.models import Record
 from credit_hub.standards.engine import RESIDENT_ID_TYPE, SubjectRef
@@ -298,3 +299,95 @@ def merge_waiting(session: Session, into: uuid.UUID, waiting: uuid.UUID) -> None
     """Move an unresolved subject's records to the subject that now holds its USCC."""
     session.execute(update(Record).where(Record.subject_id == waiting).values(subject_id=into))
     session.execute(update(Subject).where(Subject.id == waiting).values(merged_into_id=into))
+
+
+class KeyKind:
+    ID = "id"
+    USCC = "uscc"
+    ORG_CODE = "org_code"
+    REG_NO = "reg_no"
+
+
+def parse_key(key: str) -> tuple[str, str | uuid.UUID]:
+    """What kind of identifier a profile key is, canonical; 422 naming the failed check."""
+    try:
+        return KeyKind.ID, uuid.UUID(key.strip())
+    except ValueError:
+        pass
+    clean = ids.normalize_identifier(key)
+    try:
+        if len(clean) == 18:
+            return KeyKind.USCC, ids.parse_uscc(clean)
+        if len(clean) == 9:
+            return KeyKind.ORG_CODE, ids.parse_org_code(clean)
+        if len(clean) == 15 and clean.isdigit():
+            return KeyKind.REG_NO, ids.parse_reg_no(clean)
+    except ids.IdentifierError as exc:
+        raise RequestInvalid(
+            exc.message,
+            errors=[{"parameter": "key", "code": exc.code, "message": exc.message}],
+        ) from None
+    message = (
+        "Not a subject id, USCC (18), organization code (9) or registration number (15); "
+        "natural persons are found with POST /v1/subjects/lookup."
+    )
+    raise RequestInvalid(
+        message, errors=[{"parameter": "key", "code": "key.unrecognized", "message": message}]
+    )
+
+
+def find_many(
+    session: Session, keys: Sequence[tuple[str, str | uuid.UUID]]
+) -> dict[tuple[str, str | uuid.UUID], Subject]:
+    """Subjects by parsed key, one query per kind of key; merged subjects are followed."""
+    columns = {
+        KeyKind.ID: Subject.id,
+        KeyKind.USCC: Subject.uscc,
+        KeyKind.ORG_CODE: Subject.org_code,
+        KeyKind.REG_NO: Subject.reg_no,
+    }
+    found: dict[tuple[str, str | uuid.UUID], Subject] = {}
+    for kind, column in columns.items():
+        values = [value for k, value in keys if k == kind]
+        for chunk in _chunks(values):
+            # With a USCC subject and a waiting one sharing a legacy code, the USCC one wins.
+            for subject in session.scalars(
+                select(Subject).where(column.in_(chunk)).order_by(Subject.uscc.is_(None))
+            ):
+                value = getattr(subject, column.key)
+                found.setdefault((kind, value), subject)
+    merged = {k: s.merged_into_id for k, s in found.items() if s.merged_into_id is not None}
+    if merged:
+        targets = {
+            s.id: s
+            for s in session.scalars(select(Subject).where(Subject.id.in_(set(merged.values()))))
+        }
+        for key, target in merged.items():
+            if target in targets:
+                found[key] = targets[target]
+    return found
+
+
+def find(session: Session, key: str) -> Subject:
+    parsed = parse_key(key)
+    subject = find_many(session, [parsed]).get(parsed)
+    if subject is None:
+        raise NotFound("No subject with this key is visible to this client.")
+    return subject
+
+
+def find_person(session: Session, keyring: Keyring, id_type: str, id_number: str) -> Subject:
+    number = ids.normalize_identifier(id_number)
+    if id_type == RESIDENT_ID_TYPE:
+        try:
+            number = ids.parse_id_number(number)
+        except ids.IdentifierError as exc:
+            raise RequestInvalid(
+                exc.message,
+                errors=[{"pointer": "/id_number", "code": exc.code, "message": exc.message}],
+            ) from None
+    key = keyring.person_key(id_type, number)
+    subject = session.scalar(select(Subject).where(Subject.person_key == key))
+    if subject is None:
+        raise NotFound("No subject with this key is visible to this client.")
+    return subject

@@ -1,0 +1,1 @@
+"""The read side: unified subject profiles, screening, search (no tables of its own)."""

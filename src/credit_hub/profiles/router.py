@@ -1,0 +1,169 @@
+"""Agencies read unified profiles for a declared purpose, look up persons, screen lists."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated
+
+import orjson
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import Response
+
+from credit_hub.access.auth import AgencyDep
+from credit_hub.access.models import Scope
+from credit_hub.access.service import Principal
+from credit_hub.db import SessionDep
+from credit_hub.errors import Forbidden, NotFound, RequestInvalid, Unauthorized, problem_responses
+from credit_hub.profiles import service
+from credit_hub.profiles.schemas import LookupRequest, Profile, ScreenReport, ScreenRequest
+from credit_hub.subjects import service as subjects
+from credit_hub.subjects.models import Subject
+
+router = APIRouter(tags=["profiles"])
+
+PurposeQuery = Annotated[
+    str | None,
+    Query(
+        description="Why the profile is read: one of the configured purposes "
+        "(procurement, licensing_review, credit_service, ...)"
+    ),
+]
+CaseQuery = Annotated[
+    str | None, Query(description="The case, file or tender this read is for", max_length=200)
+]
+
+
+def _today() -> date:
+    return service.today()
+
+
+def _answer(
+    request: Request,
+    session: SessionDep,
+    subject: Subject,
+    read: service.ReadRequest,
+    client: Principal,
+    if_none_match: str | None,
+    action: str,
+) -> Response:
+    state = request.app.state
+    result = service.profile(
+        session, subject, read, client=client, keyring=state.keyring, standards=state.standards
+    )
+    body = orjson.dumps(result.model_dump(mode="json"))
+    tag = service.etag(body)
+    headers = {"ETag": tag, "Cache-Control": "private, no-cache"}
+    records = sum(len(v) for v in result.records.values())
+    if service.matches(if_none_match, tag):
+        service.audit_read(
+            session, client, subject.id, read, action=action, result="not_modified", records=records
+        )
+        return Response(status_code=304, headers=headers)
+    service.audit_read(session, client, subject.id, read, action=action, records=records)
+    return Response(body, media_type="application/json", headers=headers)
+
+
+@router.get(
+    "/v1/subjects/{key}/profile",
+    response_model=Profile,
+    responses={
+        304: {"description": "Not modified since the ETag given in If-None-Match"},
+        **problem_responses(Unauthorized, Forbidden, NotFound, RequestInvalid),
+    },
+)
+def read_profile(
+    key: str,
+    request: Request,
+    session: SessionDep,
+    client: AgencyDep,
+    purpose: PurposeQuery = None,
+    case_ref: CaseQuery = None,
+    as_of: Annotated[date | None, Query(description="The profile as it was on that day")] = None,
+    standards: Annotated[list[str] | None, Query(description="Only these standards")] = None,
+    include: Annotated[
+        list[str] | None,
+        Query(description="unpublished, withdrawn (needs the 'unpublished' scope)"),
+    ] = None,
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> Response:
+    """The unified profile of a subject: identity, records by standard, summary.
+
+    `key` is a USCC, an organization code, a registration number or the hub's subject id
+    (natural persons: `POST /v1/subjects/lookup`). `purpose` and `case_ref` are required and
+    recorded with every read. Only records inside their publication window and of the
+    standards the agency is registered for are shown; personal identifiers are masked unless
+    the agency holds `personal_data`.
+    """
+    read = service.read_request(
+        client,
+        request.app.state.settings.purposes,
+        purpose=purpose,
+        case_ref=case_ref,
+        as_of=as_of,
+        standards=standards,
+        include=include,
+        today=_today(),
+    )
+    subject = subjects.find(session, key)
+    return _answer(request, session, subject, read, client, if_none_match, "profile.read")
+
+
+@router.post(
+    "/v1/subjects/lookup",
+    response_model=Profile,
+    responses=problem_responses(Unauthorized, Forbidden, NotFound, RequestInvalid),
+)
+def lookup_person(
+    body: LookupRequest,
+    request: Request,
+    session: SessionDep,
+    client: AgencyDep,
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> Response:
+    """Find a natural person by ID type and number (in the body, never in a URL) and answer
+    the profile. Needs the `personal_data` scope."""
+    if not client.has_scope(Scope.PERSONAL_DATA):
+        raise Forbidden("Looking up natural persons needs the 'personal_data' scope.")
+    read = service.read_request(
+        client,
+        request.app.state.settings.purposes,
+        purpose=body.purpose,
+        case_ref=body.case_ref,
+        as_of=body.as_of,
+        standards=body.standards,
+        include=None,
+        today=_today(),
+    )
+    subject = subjects.find_person(session, request.app.state.keyring, body.id_type, body.id_number)
+    return _answer(request, session, subject, read, client, if_none_match, "subject.looked_up")
+
+
+@router.post(
+    "/v1/profiles/screen",
+    response_model=ScreenReport,
+    responses=problem_responses(Unauthorized, Forbidden, RequestInvalid),
+)
+def screen_subjects(
+    body: ScreenRequest, request: Request, session: SessionDep, client: AgencyDep
+) -> ScreenReport:
+    """Screen up to 1,000 identifiers at once (a procurement check): per identifier, found or
+    not, the name and the profile summary. Every subject found gets an audit entry."""
+    state = request.app.state
+    read = service.read_request(
+        client,
+        state.settings.purposes,
+        purpose=body.purpose,
+        case_ref=body.case_ref,
+        as_of=None,
+        standards=body.standards,
+        include=None,
+        today=_today(),
+    )
+    return service.screen(
+        session,
+        body.identifiers,
+        read,
+        client=client,
+        keyring=state.keyring,
+        standards=state.standards,
+    )

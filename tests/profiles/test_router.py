@@ -1,0 +1,515 @@
+"""Profiles, person lookup, screening and search, through HTTP, with their audit trail."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from credit_hub.access.models import ClientKind
+from credit_hub.audit.models import AuditEvent
+from credit_hub.errors import PROBLEM_BASE
+from credit_hub.records.models import Record, RecordVersion
+from tests import factories
+from tests.conftest import Caller, register
+
+READ = {"purpose": "procurement", "case_ref": "FJZC2026-G-001"}
+
+
+def push(
+    client: TestClient, caller: Caller, records: list[Any], standard: str = "administrative_penalty"
+) -> Any:
+    response = client.post(
+        "/v1/records", json={"standard": standard, "records": records}, headers=caller.headers
+    )
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def today() -> date:
+    return datetime.now(UTC).date()
+
+
+def recent(days: int = 10) -> str:
+    return (today() - timedelta(days=days)).isoformat()
+
+
+def profile(client: TestClient, caller: Caller, key: str, **params: Any) -> Any:
+    return client.get(f"/v1/subjects/{key}/profile", params=READ | params, headers=caller.headers)
+
+
+def test_profile_groups_records_and_summarizes(
+    app_client: TestClient, department: Caller, agency: Caller, session: Session
+) -> None:
+    uscc = factories.make_uscc(500)
+    push(
+        app_client,
+        department,
+        [
+            factories.penalty(
+                1, counterpart_uscc=uscc, decision_date=recent(), fine_amount_wan="2.5"
+            ),
+            factories.penalty(
+                2, counterpart_uscc=uscc, decision_date=recent(20), fine_amount_wan="12.75"
+            ),
+        ],
+    )
+    push(
+        app_client,
+        department,
+        [factories.licence(1, counterpart_uscc=uscc, decision_date=recent(), valid_from=recent())],
+        standard="administrative_licensing",
+    )
+    response = profile(app_client, agency, uscc)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["subject"]["uscc"] == uscc
+    assert body["subject"]["region"] == {"division": "350100", "province": "福建省"}
+    assert body["subject"]["registration_category"] is not None
+    assert len(body["records"]["administrative_penalty"]) == 2
+    assert len(body["records"]["administrative_licensing"]) == 1
+    summary = body["summary"]
+    assert summary["counts"] == {"administrative_licensing": 1, "administrative_penalty": 2}
+    assert summary["active_penalties"] == 2
+    assert summary["largest_fine_wan"] == "12.75"
+    assert summary["latest_decision_date"] == recent()
+    assert summary["under_objection"] is False
+    # the same subject by its organization code and by its subject id
+    assert profile(app_client, agency, uscc[8:17]).json()["subject"]["id"] == body["subject"]["id"]
+    assert profile(app_client, agency, body["subject"]["id"]).status_code == 200
+
+
+def test_every_read_is_audited_with_purpose(
+    app_client: TestClient,
+    department: Caller,
+    agency: Caller,
+    session: Session,
+    operator: Caller,
+) -> None:
+    uscc = factories.make_uscc(501)
+    push(
+        app_client,
+        department,
+        [factories.penalty(1, counterpart_uscc=uscc, decision_date=recent())],
+    )
+    profile(app_client, agency, uscc, purpose="licensing_review", case_ref="XK-7")
+    event = session.scalars(select(AuditEvent).where(AuditEvent.action == "profile.read")).one()
+    assert (event.actor_id, event.purpose, event.case_ref, event.result) == (
+        agency.client.id,
+        "licensing_review",
+        "XK-7",
+        "ok",
+    )
+    assert event.request_id
+    log = app_client.get(f"/v1/subjects/{uscc}/access-log", headers=operator.headers).json()
+    assert log["entries"][0]["client_name"] == agency.client.name
+    assert log["entries"][0]["purpose"] == "licensing_review"
+    assert (
+        app_client.get(f"/v1/subjects/{uscc}/access-log", headers=agency.headers).status_code == 403
+    )
+    audit = app_client.get(
+        "/v1/admin/audit", params={"action": "profile.read"}, headers=operator.headers
+    ).json()
+    assert [e["case_ref"] for e in audit["items"]] == ["XK-7"]
+
+
+@pytest.mark.parametrize(
+    ("params", "code"),
+    [
+        ({"purpose": None}, "purpose.missing"),
+        ({"purpose": "curiosity"}, "purpose.unknown"),
+        ({"case_ref": None}, "case_ref.missing"),
+        ({"case_ref": "  "}, "case_ref.missing"),
+        ({"as_of": "2999-01-01"}, "as_of.future"),
+        ({"standards": "tax_rating"}, "standards.not_allowed"),
+        ({"include": "everything"}, "include.unknown"),
+    ],
+)
+def test_read_parameters_are_enforced(
+    app_client: TestClient, department: Caller, agency: Caller, params: dict[str, Any], code: str
+) -> None:
+    uscc = factories.make_uscc(502)
+    push(
+        app_client,
+        department,
+        [factories.penalty(1, counterpart_uscc=uscc, decision_date=recent())],
+    )
+    query = {k: v for k, v in (READ | params).items() if v is not None}
+    response = app_client.get(f"/v1/subjects/{uscc}/profile", params=query, headers=agency.headers)
+    assert response.status_code == 422
+    assert response.json()["type"] == PROBLEM_BASE + "request-invalid"
+    assert response.json()["errors"][0]["code"] == code
+
+
+def test_unknown_and_malformed_keys(app_client: TestClient, agency: Caller) -> None:
+    missing = profile(app_client, agency, factories.make_uscc(9999))
+    assert missing.status_code == 404
+    assert missing.json()["type"] == PROBLEM_BASE + "not-found"
+    bad = profile(app_client, agency, "914403001922038217")
+    assert bad.status_code == 422
+    assert bad.json()["errors"][0]["code"] == "uscc.checksum"
+    assert profile(app_client, agency, "hello").json()["errors"][0]["code"] == "key.unrecognized"
+
+
+def test_only_agencies_read_profiles(
+    app_client: TestClient, department: Caller, operator: Caller
+) -> None:
+    uscc = factories.make_uscc(503)
+    push(app_client, department, [factories.penalty(1, counterpart_uscc=uscc)])
+    assert profile(app_client, department, uscc).status_code == 403
+    assert app_client.get(f"/v1/subjects/{uscc}/profile", params=READ).status_code == 401
+
+
+def test_publication_window_filters_records(
+    app_client: TestClient,
+    department: Caller,
+    agency: Caller,
+    privileged_agency: Caller,
+) -> None:
+    uscc = factories.make_uscc(504)
+    old = (today() - timedelta(days=200)).isoformat()
+    push(
+        app_client,
+        department,
+        [
+            factories.penalty(
+                1, counterpart_uscc=uscc, penalty_categories=["警告"], decision_date=old
+            ),  # minor: 3 months, over
+            factories.penalty(2, counterpart_uscc=uscc, decision_date=old),  # general: 1 year
+        ],
+    )
+    shown = profile(app_client, agency, uscc).json()
+    assert [r["source_id"] for r in shown["records"]["administrative_penalty"]] == [
+        factories.penalty(2)["decision_doc_no"]
+    ]
+    everything = profile(app_client, privileged_agency, uscc, include="unpublished").json()
+    assert len(everything["records"]["administrative_penalty"]) == 2
+    assert profile(app_client, agency, uscc, include="unpublished").status_code == 403
+
+
+def test_withdrawn_records_leave_the_profile(
+    app_client: TestClient,
+    department: Caller,
+    agency: Caller,
+    privileged_agency: Caller,
+) -> None:
+    uscc = factories.make_uscc(505)
+    report = push(
+        app_client,
+        department,
+        [factories.penalty(1, counterpart_uscc=uscc, decision_date=recent())],
+    )
+    record_id = report["records"][0]["record_id"]
+    app_client.post(
+        f"/v1/records/{record_id}/withdraw", json={"reason": "撤销"}, headers=department.headers
+    )
+    assert profile(app_client, agency, uscc).json()["records"] == {}
+    with_withdrawn = profile(app_client, privileged_agency, uscc, include="withdrawn").json()
+    assert with_withdrawn["records"]["administrative_penalty"][0]["status"] == "withdrawn"
+
+
+def test_agency_sees_only_its_standards(
+    app_client: TestClient, department: Caller, session: Session
+) -> None:
+    uscc = factories.make_uscc(506)
+    push(
+        app_client,
+        department,
+        [factories.penalty(1, counterpart_uscc=uscc, decision_date=recent())],
+    )
+    push(
+        app_client,
+        department,
+        [factories.licence(1, counterpart_uscc=uscc, decision_date=recent(), valid_from=recent())],
+        standard="administrative_licensing",
+    )
+    licensing = register(session, ClientKind.AGENCY, standards=["administrative_licensing"])
+    body = profile(app_client, licensing, uscc).json()
+    assert list(body["records"]) == ["administrative_licensing"]
+    both = register(session, ClientKind.AGENCY)
+    filtered = profile(app_client, both, uscc, standards="administrative_penalty").json()
+    assert list(filtered["records"]) == ["administrative_penalty"]
+
+
+def test_personal_fields_are_masked_without_the_scope(
+    app_client: TestClient,
+    department: Caller,
+    agency: Caller,
+    privileged_agency: Caller,
+) -> None:
+    number = factories.make_id_number(31)
+    rep_number = factories.make_id_number(32)
+    report = push(
+        app_client,
+        department,
+        [
+            factories.person_penalty(1, person_id_no=number, decision_date=recent()),
+            factories.penalty(
+                2, legal_rep_id_type="身份证", legal_rep_id_no=rep_number, decision_date=recent()
+            ),
+        ],
+    )
+    person_id = None
+    masked = number[:6] + "********" + number[-4:]
+    for key in (report["records"][0]["record_id"],):
+        record = app_client.get(f"/v1/records/{key}", headers=department.headers).json()
+        person_id = record["subject_id"]
+    plain = profile(app_client, agency, person_id).json()
+    assert plain["subject"]["person_id"] == masked
+    assert plain["records"]["administrative_penalty"][0]["data"]["person_id_no"] == masked
+    assert number not in str(plain)
+    clear = profile(app_client, privileged_agency, person_id).json()
+    assert clear["subject"]["person_id"] == number
+    assert clear["records"]["administrative_penalty"][0]["data"]["person_id_no"] == number
+    org = profile(app_client, agency, factories.penalty(2)["counterpart_uscc"]).json()
+    assert rep_number not in str(org)
+    assert org["records"]["administrative_penalty"][0]["data"]["legal_rep_id_no"] == (
+        rep_number[:6] + "********" + rep_number[-4:]
+    )
+
+
+def test_person_lookup_needs_the_scope_and_keeps_the_number_out_of_urls(
+    app_client: TestClient,
+    department: Caller,
+    agency: Caller,
+    privileged_agency: Caller,
+    session: Session,
+) -> None:
+    number = factories.make_id_number(41)
+    push(
+        app_client,
+        department,
+        [factories.person_penalty(1, person_id_no=number, decision_date=recent())],
+    )
+    body = {"id_type": "身份证", "id_number": number[:6] + number[8:17]} | READ  # 15 digits
+    assert (
+        app_client.post("/v1/subjects/lookup", json=body, headers=agency.headers).status_code == 403
+    )
+    found = app_client.post("/v1/subjects/lookup", json=body, headers=privileged_agency.headers)
+    assert found.status_code == 200, found.text
+    assert found.json()["subject"]["kind"] == "natural_person"
+    event = session.scalars(
+        select(AuditEvent).where(AuditEvent.action == "subject.looked_up")
+    ).one()
+    assert event.request_id
+    assert number not in str(event.payload)
+    unknown = body | {"id_number": factories.make_id_number(42)}
+    assert (
+        app_client.post(
+            "/v1/subjects/lookup", json=unknown, headers=privileged_agency.headers
+        ).status_code
+        == 404
+    )
+    malformed = body | {"id_number": "110105194912310021"}
+    response = app_client.post(
+        "/v1/subjects/lookup", json=malformed, headers=privileged_agency.headers
+    )
+    assert response.status_code == 422
+
+
+def test_etag_gives_304(
+    app_client: TestClient, department: Caller, agency: Caller, session: Session
+) -> None:
+    uscc = factories.make_uscc(507)
+    push(
+        app_client,
+        department,
+        [factories.penalty(1, counterpart_uscc=uscc, decision_date=recent())],
+    )
+    first = profile(app_client, agency, uscc)
+    tag = first.headers["etag"]
+    again = app_client.get(
+        f"/v1/subjects/{uscc}/profile", params=READ, headers=agency.headers | {"If-None-Match": tag}
+    )
+    assert again.status_code == 304
+    assert again.headers["etag"] == tag
+    push(
+        app_client,
+        department,
+        [factories.penalty(1, counterpart_uscc=uscc, decision_date=recent(), fine_amount_wan="3")],
+    )
+    changed = app_client.get(
+        f"/v1/subjects/{uscc}/profile", params=READ, headers=agency.headers | {"If-None-Match": tag}
+    )
+    assert changed.status_code == 200
+    results = [
+        e.result
+        for e in session.scalars(
+            select(AuditEvent).where(AuditEvent.action == "profile.read").order_by(AuditEvent.id)
+        )
+    ]
+    assert results == ["ok", "not_modified", "ok"]
+
+
+def test_as_of_shows_the_version_in_force_then(
+    app_client: TestClient, department: Caller, agency: Caller, session: Session
+) -> None:
+    uscc = factories.make_uscc(508)
+    decided = (today() - timedelta(days=60)).isoformat()
+    first = push(
+        app_client, department, [factories.penalty(1, counterpart_uscc=uscc, decision_date=decided)]
+    )
+    record_id = uuid.UUID(first["records"][0]["record_id"])
+    push(
+        app_client,
+        department,
+        [factories.penalty(1, counterpart_uscc=uscc, decision_date=decided, fine_amount_wan="7")],
+    )
+    # Pretend version 1 was stored 30 days ago and corrected 5 days ago.
+    stored, corrected = (datetime.now(UTC) - timedelta(days=d) for d in (30, 5))
+    session.execute(update(Record).where(Record.id == record_id).values(created_at=stored))
+    session.execute(
+        update(RecordVersion)
+        .where(RecordVersion.version == 1)
+        .values(created_at=stored, superseded_at=corrected)
+    )
+    session.execute(
+        update(RecordVersion).where(RecordVersion.version == 2).values(created_at=corrected)
+    )
+    session.flush()
+    then = profile(app_client, agency, uscc, as_of=(today() - timedelta(days=10)).isoformat())
+    assert then.status_code == 200, then.text
+    record = then.json()["records"]["administrative_penalty"][0]
+    assert (record["version"], record["data"]["fine_amount_wan"]) == (1, "0.5")
+    now = profile(app_client, agency, uscc).json()["records"]["administrative_penalty"][0]
+    assert (now["version"], now["data"]["fine_amount_wan"]) == (2, "7")
+    before = profile(app_client, agency, uscc, as_of=(today() - timedelta(days=40)).isoformat())
+    assert before.status_code == 422
+    assert before.json()["errors"][0]["code"] == "as_of.before_records"
+
+
+def test_screening(
+    app_client: TestClient, department: Caller, agency: Caller, session: Session
+) -> None:
+    usccs = [factories.make_uscc(600 + i) for i in range(5)]
+    push(
+        app_client,
+        department,
+        [
+            factories.penalty(i, counterpart_uscc=u, decision_date=recent())
+            for i, u in enumerate(usccs[:3])
+        ],
+    )
+    unknown = factories.make_uscc(699)
+    identifiers = [*usccs[:3], unknown, f" {usccs[0][:8]}-{usccs[0][8:]} "]
+    # The same USCC written another way is a duplicate.
+    response = app_client.post(
+        "/v1/profiles/screen", json={"identifiers": identifiers} | READ, headers=agency.headers
+    )
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["code"] == "duplicate"
+    assert response.json()["errors"][0]["pointer"] == "/identifiers/4"
+    response = app_client.post(
+        "/v1/profiles/screen", json={"identifiers": identifiers[:4]} | READ, headers=agency.headers
+    )
+    assert response.status_code == 200, response.text
+    report = response.json()
+    assert (report["checked"], report["found"]) == (4, 3)
+    assert report["results"][3] == {
+        "identifier": unknown,
+        "found": False,
+        "subject_id": None,
+        "kind": None,
+        "name": None,
+        "summary": None,
+    }
+    assert report["results"][0]["summary"]["active_penalties"] == 1
+    screened = session.scalars(
+        select(AuditEvent).where(AuditEvent.action == "profile.screened")
+    ).all()
+    assert len(screened) == 3
+    assert {e.case_ref for e in screened} == {READ["case_ref"]}
+    too_many = [factories.make_uscc(10_000 + i) for i in range(1001)]
+    over = app_client.post(
+        "/v1/profiles/screen", json={"identifiers": too_many} | READ, headers=agency.headers
+    )
+    assert over.status_code == 422
+    assert over.json()["errors"][0]["code"] == "max_items"
+    no_purpose = app_client.post(
+        "/v1/profiles/screen", json={"identifiers": usccs[:1]}, headers=agency.headers
+    )
+    assert no_purpose.status_code == 422
+
+
+def test_search_by_chinese_name_prefix_and_identifier(
+    app_client: TestClient,
+    department: Caller,
+    agency: Caller,
+    privileged_agency: Caller,
+) -> None:
+    names = [
+        "福州鼓楼区示例茶叶有限公司",
+        "厦门思明区示例茶叶贸易有限公司",
+        "福州台江区样本科技有限公司",
+    ]
+    usccs = [factories.make_uscc(700 + i) for i in range(3)]
+    push(
+        app_client,
+        department,
+        [
+            factories.penalty(i, counterpart_uscc=u, counterpart_name=n)
+            for i, (u, n) in enumerate(zip(usccs, names, strict=True))
+        ],
+    )
+    push(app_client, department, [factories.person_penalty(9, counterpart_name="示例茶叶张某")])
+
+    def search(q: str, caller: Caller = agency, **params: Any) -> Any:
+        response = app_client.get("/v1/subjects", params={"q": q} | params, headers=caller.headers)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    assert {h["name"] for h in search("示例茶叶")["items"]} == set(names[:2])
+    assert {h["name"] for h in search("示例茶叶", privileged_agency)["items"]} == {
+        *names[:2],
+        "示例茶叶张某",
+    }
+    assert {h["name"] for h in search("福州")["items"]} == {names[0], names[2]}
+    assert {h["name"] for h in search("福")["items"]} == {names[0], names[2]}
+    assert [h["uscc"] for h in search(usccs[1])["items"]] == [usccs[1]]
+    assert search(factories.make_uscc(799))["items"] == []
+    first = search("有限公司", limit=2)
+    assert len(first["items"]) == 2
+    assert first["next_cursor"]
+    rest = search("有限公司", limit=2, cursor=first["next_cursor"])
+    seen = [h["name"] for h in first["items"] + rest["items"]]
+    assert sorted(seen) == sorted(names)
+    assert rest["next_cursor"] is None
+    bad = app_client.get(
+        "/v1/subjects", params={"q": "有限", "cursor": "###"}, headers=agency.headers
+    )
+    assert bad.status_code == 422
+
+
+def test_search_finds_former_names(
+    app_client: TestClient, department: Caller, agency: Caller
+) -> None:
+    uscc = factories.make_uscc(800)
+    push(
+        app_client,
+        department,
+        [
+            factories.penalty(
+                1,
+                counterpart_uscc=uscc,
+                counterpart_name="旧称星辰商贸有限公司",
+                decision_date="2025/01/01",
+            ),
+            factories.penalty(
+                2,
+                counterpart_uscc=uscc,
+                counterpart_name="新称星辰科技有限公司",
+                decision_date="2026/01/01",
+            ),
+        ],
+    )
+    hits = app_client.get("/v1/subjects", params={"q": "星辰商贸"}, headers=agency.headers).json()
+    assert [(h["name"], h["matched_name"]) for h in hits["items"]] == [
+        ("新称星辰科技有限公司", "旧称星辰商贸有限公司")
+    ]
+    body = profile(app_client, agency, uscc).json()
+    assert [n["name"] for n in body["subject"]["former_names"]] == ["旧称星辰商贸有限公司"]

@@ -12,6 +12,7 @@ from fastapi.openapi.utils import get_openapi
 from credit_hub import __version__
 from credit_hub.access.router import router as admin_router
 from credit_hub.audit.router import router as audit_router
+from credit_hub.clock import Clock
 from credit_hub.config import Settings, get_settings
 from credit_hub.db import Database, make_engine, make_sessionmaker
 from credit_hub.errors import PROBLEM_BASE, install_problem_handlers
@@ -88,7 +89,7 @@ PROBLEM_SCHEMA: dict[str, Any] = {
 }
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings.log_level, settings.log_json)
     # Loaded here, not in the lifespan: a broken standard or missing secret stops the boot.
@@ -109,6 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.clock = clock or Clock()
     app.state.standards = standards
     app.state.keyring = keyring
     app.state.engine = engine

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import Response
 
 from credit_hub.access.auth import DepartmentDep
+from credit_hub.clock import ClockDep
 from credit_hub.db import DbDep
 from credit_hub.errors import (
     Forbidden,
@@ -99,6 +100,7 @@ def push_records(
     body: Annotated[RawBody, Depends(raw_json_body)],
     client: DepartmentDep,
     db: DbDep,
+    clock: ClockDep,
     dry_run: Annotated[bool, Query(description="Validate and report; store nothing")] = False,
     idempotency_key: Annotated[
         str | None,
@@ -123,7 +125,7 @@ def push_records(
     """
     state = request.app.state
     settings, keyring = state.settings, state.keyring
-    received_at = service.now_utc()
+    received_at = clock.now()
     body_sha256 = service.body_digest(body.raw)
     if idempotency_key is not None and not dry_run:
         with db.read() as session:
@@ -156,7 +158,9 @@ def push_records(
         )
         return _respond(report, 200)
     if not checked or (batch.mode == "atomic" and rejected):
-        service.raise_rejection(found, rejected, received, batch.mode, body_sha256, received_at)
+        raise service.nothing_stored(
+            found, rejected, received, batch.mode, body_sha256, received_at
+        )
     with db.write() as session:
         report, replayed = service.store(
             session,

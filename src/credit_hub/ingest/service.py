@@ -12,7 +12,7 @@ import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime
 from typing import Any
 
 import orjson
@@ -288,7 +288,7 @@ def store(
     )
     rejected = rejected + late_rejections
     if mode == Mode.ATOMIC and rejected:
-        raise _atomic_rejection(found, rejected, received, mode, body_sha256, received_at)
+        raise nothing_stored(found, rejected, received, mode, body_sha256, received_at)
     counts = Counts(
         received=received,
         created=sum(1 for o in outcomes if o["outcome"] == "created"),
@@ -354,7 +354,7 @@ def store(
     return report, False
 
 
-def _atomic_rejection(
+def nothing_stored(
     found: StandardVersion,
     rejected: list[Rejection],
     received: int,
@@ -404,17 +404,6 @@ def rejection_report(
         body_sha256=body_sha256,
         received_at=received_at,
     )
-
-
-def raise_rejection(
-    found: StandardVersion,
-    rejected: list[Rejection],
-    received: int,
-    mode: Mode,
-    body_sha256: str,
-    received_at: datetime,
-) -> None:
-    raise _atomic_rejection(found, rejected, received, mode, body_sha256, received_at)
 
 
 def _write_records(
@@ -627,10 +616,3 @@ def _outcome(item: Checked, record_id: uuid.UUID, version: int, outcome: str) ->
         "version": version,
         "outcome": outcome,
     }
-
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)
-
-
-IDEMPOTENCY_TTL = timedelta(hours=24)

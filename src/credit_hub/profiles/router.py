@@ -12,6 +12,7 @@ from fastapi.responses import Response
 from credit_hub.access.auth import AgencyDep
 from credit_hub.access.models import Scope
 from credit_hub.access.service import Principal
+from credit_hub.clock import ClockDep
 from credit_hub.db import SessionDep
 from credit_hub.errors import Forbidden, NotFound, RequestInvalid, Unauthorized, problem_responses
 from credit_hub.profiles import service
@@ -31,10 +32,6 @@ PurposeQuery = Annotated[
 CaseQuery = Annotated[
     str | None, Query(description="The case, file or tender this read is for", max_length=200)
 ]
-
-
-def _today() -> date:
-    return service.today()
 
 
 def _answer(
@@ -76,6 +73,7 @@ def read_profile(
     request: Request,
     session: SessionDep,
     client: AgencyDep,
+    clock: ClockDep,
     purpose: PurposeQuery = None,
     case_ref: CaseQuery = None,
     as_of: Annotated[date | None, Query(description="The profile as it was on that day")] = None,
@@ -102,7 +100,7 @@ def read_profile(
         as_of=as_of,
         standards=standards,
         include=include,
-        today=_today(),
+        today=clock.today(),
     )
     subject = subjects.find(session, key)
     return _answer(request, session, subject, read, client, if_none_match, "profile.read")
@@ -118,6 +116,7 @@ def lookup_person(
     request: Request,
     session: SessionDep,
     client: AgencyDep,
+    clock: ClockDep,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
     """Find a natural person by ID type and number (in the body, never in a URL) and answer
@@ -132,7 +131,7 @@ def lookup_person(
         as_of=body.as_of,
         standards=body.standards,
         include=None,
-        today=_today(),
+        today=clock.today(),
     )
     subject = subjects.find_person(session, request.app.state.keyring, body.id_type, body.id_number)
     return _answer(request, session, subject, read, client, if_none_match, "subject.looked_up")
@@ -144,7 +143,11 @@ def lookup_person(
     responses=problem_responses(Unauthorized, Forbidden, RequestInvalid),
 )
 def screen_subjects(
-    body: ScreenRequest, request: Request, session: SessionDep, client: AgencyDep
+    body: ScreenRequest,
+    request: Request,
+    session: SessionDep,
+    client: AgencyDep,
+    clock: ClockDep,
 ) -> ScreenReport:
     """Screen up to 1,000 identifiers at once (a procurement check): per identifier, found or
     not, the name and the profile summary. Every subject found gets an audit entry."""
@@ -157,7 +160,7 @@ def screen_subjects(
         as_of=None,
         standards=body.standards,
         include=None,
-        today=_today(),
+        today=clock.today(),
     )
     return service.screen(
         session,

@@ -387,8 +387,3 @@ def screen(
         found=sum(1 for r in results if r.found),
         results=results,
     )
-
-
-def today() -> date:
-    """The hub's calendar day (UTC): publication windows are counted in days."""
-    return datetime.now(UTC).date()

@@ -22,6 +22,8 @@ from sqlalchemy.orm import Session
 
 from credit_hub.access.service import Principal
 from credit_hub.audit import service as audit
+from credit_hub.changes import service as changes
+from credit_hub.changes.service import Change, ChangeKind
 from credit_hub.db import new_id, table
 from credit_hub.errors import Forbidden, IdempotencyKeyReused, RecordsInvalid, RequestInvalid
 from credit_hub.ingest.models import Submission
@@ -287,6 +289,22 @@ def store(
         now=received_at,
     )
     rejected = rejected + late_rejections
+    changes.emit(
+        session,
+        [
+            Change(
+                kind=ChangeKind.CREATED if o["outcome"] == "created" else ChangeKind.CORRECTED,
+                record_id=uuid.UUID(o["record_id"]),
+                version=o["version"],
+                subject_id=uuid.UUID(o["subject_id"]),
+                standard=found.standard,
+                department_id=client.id,
+                at=received_at,
+            )
+            for o in outcomes
+            if o["outcome"] != "unchanged"
+        ],
+    )
     if mode == Mode.ATOMIC and rejected:
         raise nothing_stored(found, rejected, received, mode, body_sha256, received_at)
     counts = Counts(
@@ -461,11 +479,13 @@ def _write_records(
             versions.append(
                 _version_row(item, found, row["id"], 1, row["subject_id"], submission_id, now)
             )
-            outcomes.append(_outcome(item, row["id"], 1, "created"))
+            outcomes.append(_outcome(item, row["id"], 1, "created", row["subject_id"]))
     for item, subject_id in pending:
         current = existing[item.source_id]
         if current["content_hash"] == item.content_hash:
-            outcomes.append(_outcome(item, current["id"], current["version"], "unchanged"))
+            outcomes.append(
+                _outcome(item, current["id"], current["version"], "unchanged", subject_id)
+            )
             continue
         if current["status"] != RecordStatus.ACTIVE:
             late.append(
@@ -494,7 +514,7 @@ def _write_records(
         versions.append(
             _version_row(item, found, current["id"], version, subject_id, submission_id, now)
         )
-        outcomes.append(_outcome(item, current["id"], version, "updated"))
+        outcomes.append(_outcome(item, current["id"], version, "updated", subject_id))
     if record_updates:
         records = table(Record)
         columns = [k[2:] for k in record_updates[0] if k not in ("b_id",)]
@@ -608,11 +628,14 @@ def _version_row(
     }
 
 
-def _outcome(item: Checked, record_id: uuid.UUID, version: int, outcome: str) -> dict[str, Any]:
+def _outcome(
+    item: Checked, record_id: uuid.UUID, version: int, outcome: str, subject_id: uuid.UUID
+) -> dict[str, Any]:
     return {
         "index": item.index,
         "source_id": item.source_id,
         "record_id": str(record_id),
+        "subject_id": str(subject_id),
         "version": version,
         "outcome": outcome,
     }

@@ -156,11 +156,13 @@ def upgrade() -> None:
             ["subject_id"], ["subject.id"], name=op.f("fk_record_subject_id_subject")
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_record")),
+        # source_id leads: a batch's lookup by its source ids probes the index per id even
+        # before the planner has statistics on a fresh table.
         sa.UniqueConstraint(
+            "source_id",
             "department_id",
             "standard",
-            "source_id",
-            name=op.f("uq_record_department_id_standard_source_id"),
+            name=op.f("uq_record_source_id_department_id_standard"),
         ),
     )
     with op.batch_alter_table("record", schema=None) as batch_op:

@@ -10,13 +10,15 @@ from fastapi import Request
 from credit_hub.errors import MalformedJson, UnsupportedMediaType
 
 
-async def read_json_body(request: Request) -> Any:
-    """The parsed body; the size limit is enforced by the middleware while it streams in."""
+def require_json(request: Request) -> None:
     content_type = request.headers.get("content-type", "application/json")
     media_type = content_type.split(";", 1)[0].strip().lower()
     if media_type != "application/json" and not media_type.endswith("+json"):
         raise UnsupportedMediaType(f"Send JSON (application/json), not {media_type!r}.")
-    raw = await request.body()
+
+
+def parse_json(raw: bytes) -> Any:
+    """The parsed document; a problem naming line and column when it is not JSON."""
     if not raw.strip():
         raise MalformedJson("The request body is empty; a JSON object is expected.")
     try:
@@ -28,3 +30,9 @@ async def read_json_body(request: Request) -> Any:
             column=exc.colno,
             position=exc.pos,
         ) from None
+
+
+async def read_json_body(request: Request) -> Any:
+    """The parsed body; the size limit is enforced by the middleware while it streams in."""
+    require_json(request)
+    return parse_json(await request.body())

@@ -14,6 +14,7 @@ import hmac
 import json
 import os
 import secrets
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,6 +100,30 @@ def _secrets_file(settings: Settings) -> Path:
     return Path("credit_hub.secrets.json")
 
 
+def _stored_secrets(path: Path) -> dict[str, str]:
+    """The embedded default's secrets file, created once: with O_EXCL, so that two worker
+    processes starting together cannot both write (and one of them lose) a fresh set."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(fd, "w") as out:
+                json.dump(_generate(), out, indent=2)
+    for _ in range(50):  # a concurrent creator may still be writing it
+        try:
+            stored: dict[str, str] = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            time.sleep(0.05)
+            continue
+        if all(name in stored for name in SECRET_NAMES):
+            return stored
+        break
+    raise SecretsMissing(f"The secrets file {path} is incomplete or unreadable.")
+
+
 def load_keyring(settings: Settings) -> Keyring:
     given = {
         name: value.get_secret_value()
@@ -113,14 +138,7 @@ def load_keyring(settings: Settings) -> Keyring:
             "(`credit-hub secrets generate` prints a fresh set)."
         )
     if missing:
-        path = _secrets_file(settings)
-        stored = json.loads(path.read_text()) if path.exists() else {}
-        if any(n not in stored for n in missing):
-            stored = _generate() | stored
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as out:
-                json.dump(stored, out, indent=2)
+        stored = _stored_secrets(_secrets_file(settings))
         given = {n: stored[n] for n in missing} | given
     return Keyring(
         fernet=Fernet(given["personal_data_key"].encode()),

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import orjson
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import Response
 
 from credit_hub.access.auth import DepartmentDep
+from credit_hub.bodies import parse_json, require_json
 from credit_hub.clock import ClockDep
 from credit_hub.db import DbDep
 from credit_hub.errors import (
@@ -35,25 +36,8 @@ class RawBody:
 
 
 async def raw_json_body(request: Request) -> RawBody:
-    content_type = request.headers.get("content-type", "application/json")
-    media_type = content_type.split(";", 1)[0].strip().lower()
-    if media_type != "application/json" and not media_type.endswith("+json"):
-        raise UnsupportedMediaType(f"Send JSON (application/json), not {media_type!r}.")
+    require_json(request)
     return RawBody(await request.body())
-
-
-def _json(raw: bytes) -> Any:
-    if not raw.strip():
-        raise MalformedJson("The request body is empty; a JSON object is expected.")
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise MalformedJson(
-            f"The body is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}.",
-            line=exc.lineno,
-            column=exc.colno,
-            position=exc.pos,
-        ) from None
 
 
 def _respond(report: SubmissionReport, status: int, **headers: str) -> Response:
@@ -137,7 +121,7 @@ def push_records(
                 media_type="application/json",
                 headers={"Idempotent-Replayed": "true"},
             )
-    batch = service.parse_batch(_json(body.raw), max_records=settings.max_batch_records)
+    batch = service.parse_batch(parse_json(body.raw), max_records=settings.max_batch_records)
     found = state.standards.get(batch.standard).version(batch.version, received_at.date())
     service.authorize(client, batch.standard)
     checked, rejected, warnings = service.check_records(

@@ -58,6 +58,10 @@ def _fetch(session: Session, column: Any, values: Iterable[Any], *extra: Any) ->
 def _insert(session: Session, rows: list[dict[str, Any]], conflict_column: str | None) -> None:
     if not rows:
         return
+    if conflict_column:
+        # The same order in every transaction: two batches naming the same new subjects in
+        # different orders would otherwise deadlock on the unique index.
+        rows = sorted(rows, key=lambda row: str(row[conflict_column]))
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     stmt = insert(table(Subject))
@@ -251,6 +255,23 @@ def _record_names(
         spans[(subject_id, ref.name)] = (min(first, day), max(last, day))
     if not spans:
         return
+    known: dict[tuple[uuid.UUID, str], tuple[date, date]] = {}
+    for chunk in _chunks(sorted({subject_id for subject_id, _ in spans})):
+        spans_known = session.execute(
+            select(
+                SubjectName.subject_id,
+                SubjectName.name,
+                SubjectName.first_seen_on,
+                SubjectName.last_seen_on,
+            ).where(SubjectName.subject_id.in_(chunk))
+        )
+        known.update({(row[0], row[1]): (row[2], row[3]) for row in spans_known})
+    # Write only what is new or widens a span: a re-push of known names writes nothing.
+    changed = {
+        key: span
+        for key, span in spans.items()
+        if key not in known or span[0] < known[key][0] or span[1] > known[key][1]
+    }
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     least = func.least if dialect == "postgresql" else func.min
@@ -265,9 +286,10 @@ def _record_names(
     )
     name_rows = [
         {"id": new_id(), "subject_id": s, "name": n, "first_seen_on": f, "last_seen_on": last}
-        for (s, n), (f, last) in sorted(spans.items(), key=lambda kv: (str(kv[0][0]), kv[0][1]))
+        for (s, n), (f, last) in sorted(changed.items(), key=lambda kv: (kv[0][0].int, kv[0][1]))
     ]
-    session.execute(stmt, name_rows)
+    if name_rows:
+        session.execute(stmt, name_rows)
     latest: dict[uuid.UUID, tuple[date, str]] = {}
     for (subject_id, name), (_, last) in spans.items():
         if subject_id not in latest or last >= latest[subject_id][0]:

@@ -37,6 +37,7 @@ from credit_hub.ingest.schemas import (
     SubmissionStatus,
 )
 from credit_hub.keyring import Keyring
+from credit_hub.objections.minors import withheld_reason
 from credit_hub.records.models import Record, RecordStatus, RecordVersion
 from credit_hub.standards.engine import Outcome
 from credit_hub.standards.registry import StandardVersion
@@ -279,7 +280,7 @@ def store(
             )
         )
 
-    outcomes, late_rejections = _write_records(
+    outcomes, late_rejections = write_checked(
         session,
         keyring,
         found,
@@ -289,22 +290,6 @@ def store(
         now=received_at,
     )
     rejected = rejected + late_rejections
-    changes.emit(
-        session,
-        [
-            Change(
-                kind=ChangeKind.CREATED if o["outcome"] == "created" else ChangeKind.CORRECTED,
-                record_id=uuid.UUID(o["record_id"]),
-                version=o["version"],
-                subject_id=uuid.UUID(o["subject_id"]),
-                standard=found.standard,
-                department_id=client.id,
-                at=received_at,
-            )
-            for o in outcomes
-            if o["outcome"] != "unchanged"
-        ],
-    )
     if mode == Mode.ATOMIC and rejected:
         raise nothing_stored(found, rejected, received, mode, body_sha256, received_at)
     counts = Counts(
@@ -370,6 +355,47 @@ def store(
         payload={"standard": found.standard, "version": found.version, **counts.model_dump()},
     )
     return report, False
+
+
+def write_checked(
+    session: Session,
+    keyring: Keyring,
+    found: StandardVersion,
+    checked: list[Checked],
+    *,
+    client: Principal,
+    submission_id: uuid.UUID,
+    now: datetime,
+) -> tuple[list[dict[str, Any]], list[Rejection]]:
+    """Write checked records under an existing submission and emit their changes, in the
+    caller's transaction: (outcomes, late rejections). A batch push and each chunk of a file
+    submission both come through here."""
+    outcomes, late_rejections = _write_records(
+        session,
+        keyring,
+        found,
+        checked,
+        client=client,
+        submission_id=submission_id,
+        now=now,
+    )
+    changes.emit(
+        session,
+        [
+            Change(
+                kind=ChangeKind.CREATED if o["outcome"] == "created" else ChangeKind.CORRECTED,
+                record_id=uuid.UUID(o["record_id"]),
+                version=o["version"],
+                subject_id=uuid.UUID(o["subject_id"]),
+                standard=found.standard,
+                department_id=client.id,
+                at=now,
+            )
+            for o in outcomes
+            if o["outcome"] != "unchanged"
+        ],
+    )
+    return outcomes, late_rejections
 
 
 def nothing_stored(
@@ -452,14 +478,16 @@ def _write_records(
             continue
         new_rows.append(_record_row(item, found, client, subject_id, now))
     created_ids: set[uuid.UUID] = set()
+    new_rows.sort(key=lambda row: str(row["source_id"]))  # one lock order for every batch
     if new_rows:
         records = table(Record)
-        stmt = (
-            _insert(session)(records)
-            .on_conflict_do_nothing(index_elements=["department_id", "standard", "source_id"])
-            .returning(records.c.id, sort_by_parameter_order=True)
+        stmt = _insert(session)(records).on_conflict_do_nothing(
+            index_elements=["source_id", "department_id", "standard"]
         )
-        created_ids = {row.id for row in session.execute(stmt, new_rows)}
+        inserted = session.execute(stmt, new_rows).rowcount  # type: ignore[attr-defined]
+        created_ids = {row["id"] for row in new_rows}
+        if inserted != len(new_rows):  # some lost to a concurrent push: find which are ours
+            created_ids = _present(session, sorted(created_ids))
     lost = [row for row in new_rows if row["id"] not in created_ids]
     if lost:  # pushed concurrently by another request of this department: now an update
         existing.update(
@@ -516,6 +544,8 @@ def _write_records(
         )
         outcomes.append(_outcome(item, current["id"], version, "updated", subject_id))
     if record_updates:
+        record_updates.sort(key=lambda row: str(row["b_id"]))
+        superseded.sort(key=lambda row: str(row["b_record_id"]))
         records = table(Record)
         columns = [k[2:] for k in record_updates[0] if k not in ("b_id",)]
         session.execute(
@@ -540,18 +570,29 @@ def _write_records(
     return outcomes, late
 
 
+def _present(session: Session, record_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+    found: set[uuid.UUID] = set()
+    for start in range(0, len(record_ids), 500):
+        chunk = record_ids[start : start + 500]
+        found.update(session.scalars(select(Record.id).where(Record.id.in_(chunk))))
+    return found
+
+
 def _existing(
     session: Session, department_id: uuid.UUID, standard: str, source_ids: Sequence[str]
 ) -> dict[str, dict[str, Any]]:
     found: dict[str, dict[str, Any]] = {}
     lock = session.get_bind().dialect.name == "postgresql"
+    source_ids = sorted(source_ids)
     for start in range(0, len(source_ids), 500):
-        stmt = select(
-            Record.id, Record.source_id, Record.version, Record.content_hash, Record.status
-        ).where(
-            Record.department_id == department_id,
-            Record.standard == standard,
-            Record.source_id.in_(source_ids[start : start + 500]),
+        stmt = (
+            select(Record.id, Record.source_id, Record.version, Record.content_hash, Record.status)
+            .where(
+                Record.department_id == department_id,
+                Record.standard == standard,
+                Record.source_id.in_(source_ids[start : start + 500]),
+            )
+            .order_by(Record.source_id)
         )
         if lock:  # corrections of one record queue up: versions stay gap-free and ordered
             stmt = stmt.with_for_update()
@@ -586,6 +627,7 @@ def _record_row(
         "publish_until": until,
         "repair_from": derived.repair_from,
         "retain_until": _retain_until(until),
+        "withheld_reason": withheld_reason(derived),  # nothing about minors is published
         "created_at": now,
         "updated_at": now,
     }

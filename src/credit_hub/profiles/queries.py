@@ -43,7 +43,8 @@ def visible_records(
             RecordVersion.record_id == Record.id, RecordVersion.version == Record.version
         )
         status = Record.status
-        conditions = [Record.status != RecordStatus.REPAIRED]
+        # Repaired and withheld (minors') records are never shown, whatever the scope.
+        conditions = [Record.status != RecordStatus.REPAIRED, Record.withheld_reason.is_(None)]
         if not include_withdrawn:
             conditions.append(Record.status.in_([RecordStatus.ACTIVE, RecordStatus.EXPIRED]))
     else:
@@ -54,7 +55,11 @@ def visible_records(
         )
         withdrawn_then = and_(Record.withdrawn_at.is_not(None), Record.withdrawn_at <= as_of_end)
         status = case((withdrawn_then, RecordStatus.WITHDRAWN), else_=RecordStatus.ACTIVE)
-        conditions = [Record.created_at <= as_of_end, Record.status != RecordStatus.REPAIRED]
+        conditions = [
+            Record.created_at <= as_of_end,
+            Record.status != RecordStatus.REPAIRED,
+            Record.withheld_reason.is_(None),
+        ]
         if not include_withdrawn:
             conditions.append(~withdrawn_then)
     if not include_unpublished:

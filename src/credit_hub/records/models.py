@@ -23,7 +23,8 @@ class RecordStatus(StrEnum):
 class Record(Base):
     __tablename__ = "record"
     # The natural key: a concurrent second push of the same key can never make a second record.
-    __table_args__ = (UniqueConstraint("department_id", "standard", "source_id"),)
+    # source_id leads so that a batch's lookup probes the index per id, statistics or not.
+    __table_args__ = (UniqueConstraint("source_id", "department_id", "standard"),)
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     department_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("client.id"))
@@ -46,6 +47,11 @@ class Record(Base):
     under_objection: Mapped[bool] = mapped_column(default=False, server_default=false())
     withdrawn_at: Mapped[datetime | None]
     withdraw_reason: Mapped[str | None] = mapped_column(String(2000))
+    # Never published whatever its window says ("minor": the person was under 18 at the
+    # decision); kept for the subject's own report and the department.
+    withheld_reason: Mapped[str | None] = mapped_column(String(32))
+    # Past retention: personal identifiers and payload erased by `credit-hub maintenance`.
+    purged_at: Mapped[datetime | None]
 
 
 Index("ix_record_subject_id_standard", Record.subject_id, Record.standard)

@@ -9,12 +9,13 @@ from fastapi import APIRouter, Query
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from credit_hub.access.auth import AgencyDep, OperatorDep
+from credit_hub.access.auth import AgencyDep
 from credit_hub.access.models import Client, Scope
 from credit_hub.audit.models import AuditEvent
 from credit_hub.db import SessionDep
 from credit_hub.errors import Forbidden, NotFound, RequestInvalid, Unauthorized, problem_responses
 from credit_hub.profiles.schemas import AccessEntry, AccessLog, SearchHit, SearchPage
+from credit_hub.selfservice.auth import SubjectOrOperatorDep
 from credit_hub.subjects import identifiers as ids
 from credit_hub.subjects import search as subject_search
 from credit_hub.subjects import service
@@ -76,12 +77,15 @@ def search_subjects(
 def read_access_log(
     key: str,
     session: SessionDep,
-    operator: OperatorDep,
+    caller: SubjectOrOperatorDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     before: Annotated[int | None, Query(description="Cursor: events older than this")] = None,
 ) -> AccessLog:
-    """Who read this subject's profile, when and why (newest first)."""
+    """Who read this subject's profile, when and why (newest first): for an operator, or for
+    the subject itself with its session token (its subject id as the key)."""
     subject = service.find(session, key)
+    if caller.is_subject and subject.id != caller.subject_id:
+        raise NotFound("No subject with this key is visible to this client.")
     return access_log(session, subject.id, limit=limit, before=before)
 
 

@@ -1,0 +1,1 @@
+"""Due process: objections and credit repairs (states, deadlines), and the maintenance job."""

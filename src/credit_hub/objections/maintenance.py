@@ -1,0 +1,177 @@
+"""The maintenance job: end publication on time, forget on time, say what was done.
+
+Run by `credit-hub maintenance` and by the in-process schedule (`schedule()`, a daemon thread
+the app starts). Every step is idempotent, so overlapping runs (two workers) do no harm; on
+PostgreSQL an advisory lock makes a second concurrent run skip.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import date, datetime
+from typing import Any
+
+import structlog
+from sqlalchemy import delete, exists, select, text, update
+from sqlalchemy.orm import Session
+
+from credit_hub.access.service import Principal
+from credit_hub.audit import service as audit
+from credit_hub.changes import service as changes
+from credit_hub.changes.service import Change, ChangeKind
+from credit_hub.clock import Clock
+from credit_hub.db import Database
+from credit_hub.records.models import Record, RecordStatus, RecordVersion
+from credit_hub.selfservice.models import SubjectSession
+from credit_hub.subjects.models import Subject, SubjectKind
+
+log = structlog.get_logger()
+
+CHUNK = 500
+_LOCK_KEY = 0x6D61696E  # "main": one maintenance run at a time on PostgreSQL
+
+
+@dataclass(frozen=True)
+class MaintenanceReport:
+    on: date
+    expired: int
+    purged_records: int
+    purged_subjects: int
+    sessions_deleted: int
+    skipped: bool = False
+
+
+def _chunks(values: Sequence[Any]) -> Any:
+    for start in range(0, len(values), CHUNK):
+        yield values[start : start + CHUNK]
+
+
+def run(session: Session, *, now: datetime, actor: Principal | None = None) -> MaintenanceReport:
+    """One run in the caller's transaction, as of `now` (the hub's clock)."""
+    today = now.date()
+    if session.get_bind().dialect.name == "postgresql":
+        got = session.scalar(text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
+        if not got:
+            return MaintenanceReport(today, 0, 0, 0, 0, skipped=True)
+    expired = _expire(session, today, now)
+    purged_records, purged_subjects = _purge(session, today, now)
+    sessions = session.execute(
+        delete(SubjectSession)
+        .where(SubjectSession.expires_at < now)
+        .execution_options(synchronize_session=False)
+    ).rowcount  # type: ignore[attr-defined]
+    report = MaintenanceReport(today, expired, purged_records, purged_subjects, sessions)
+    audit.record(
+        session,
+        actor=actor,
+        actor_kind=None if actor else "system",
+        action="maintenance.ran",
+        result="ok",
+        payload={k: v for k, v in asdict(report).items() if k not in ("on", "skipped")}
+        | {"on": today.isoformat()},
+        at=now,
+    )
+    return report
+
+
+def _expire(session: Session, today: date, now: datetime) -> int:
+    """Active records past their maximum publication period become `expired`."""
+    rows = session.execute(
+        select(
+            Record.id, Record.version, Record.subject_id, Record.standard, Record.department_id
+        ).where(Record.status == RecordStatus.ACTIVE, Record.publish_until < today)
+    ).all()
+    for chunk in _chunks(rows):
+        session.execute(
+            update(Record)
+            .where(Record.id.in_([r.id for r in chunk]), Record.status == RecordStatus.ACTIVE)
+            .values(status=RecordStatus.EXPIRED, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+    changes.emit(
+        session,
+        [
+            Change(
+                kind=ChangeKind.PUBLICATION_ENDED,
+                record_id=r.id,
+                version=r.version,
+                subject_id=r.subject_id,
+                standard=r.standard,
+                department_id=r.department_id,
+                at=now,
+            )
+            for r in rows
+        ],
+    )
+    return len(rows)
+
+
+def _purge(session: Session, today: date, now: datetime) -> tuple[int, int]:
+    """Past retention: erase the payload and the encrypted identifiers of every version; a
+    natural person's encrypted ID number goes once none of its records is retained."""
+    rows = session.execute(
+        select(Record.id, Record.subject_id).where(
+            Record.retain_until < today, Record.purged_at.is_(None)
+        )
+    ).all()
+    tombstone = {"purged": True, "purged_on": today.isoformat()}
+    for chunk in _chunks(rows):
+        ids = [r.id for r in chunk]
+        session.execute(
+            update(RecordVersion)
+            .where(RecordVersion.record_id.in_(ids))
+            .values(data=tombstone, originals=None, personal_enc=None)
+            .execution_options(synchronize_session=False)
+        )
+        session.execute(
+            update(Record)
+            .where(Record.id.in_(ids))
+            .values(purged_at=now, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+    subject_ids = sorted({r.subject_id for r in rows}, key=str)
+    purged_subjects = 0
+    retained = exists().where(Record.subject_id == Subject.id, Record.purged_at.is_(None))
+    for chunk in _chunks(subject_ids):
+        result = session.execute(
+            update(Subject)
+            .where(
+                Subject.id.in_(chunk),
+                Subject.kind == SubjectKind.NATURAL_PERSON,
+                Subject.person_id_enc.is_not(None),
+                ~retained,
+            )
+            .values(person_id_enc=None, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        purged_subjects += result.rowcount  # type: ignore[attr-defined]
+    return len(rows), purged_subjects
+
+
+def run_once(db: Database, clock: Clock) -> MaintenanceReport:
+    with db.write() as session:
+        report = run(session, now=clock.now())
+    log.info("maintenance_ran", **{k: str(v) for k, v in asdict(report).items()})
+    return report
+
+
+def schedule(
+    db: Database, clock: Clock, *, every_hours: float, first_after_seconds: float = 60
+) -> tuple[threading.Thread, threading.Event]:
+    """Start a daemon thread running maintenance every `every_hours`; set the event to stop."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        wait = first_after_seconds
+        while not stop.wait(wait):
+            try:
+                run_once(db, clock)
+            except Exception as exc:  # a failed run is logged; the next one tries again
+                log.error("maintenance_failed", error=type(exc).__name__)
+            wait = every_hours * 3600
+
+    thread = threading.Thread(target=loop, name="credit-hub-maintenance", daemon=True)
+    thread.start()
+    return thread, stop

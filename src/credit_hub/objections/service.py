@@ -1,0 +1,277 @@
+"""Rules of objections: who may file against which record, one open case per record, the due
+date, the owning department's answer and its link to a correction or withdrawal."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from credit_hub.access.service import Principal
+from credit_hub.audit import service as audit
+from credit_hub.changes import service as changes
+from credit_hub.changes.service import Change, ChangeKind
+from credit_hub.errors import PROBLEM_BASE, Conflict, NotFound, RequestInvalid
+from credit_hub.objections.models import Objection, ObjectionStatus, Remedy
+from credit_hub.objections.schemas import (
+    ObjectionAnswer,
+    ObjectionCreate,
+    ObjectionPage,
+    ObjectionRead,
+)
+from credit_hub.records.models import Record, RecordStatus
+from credit_hub.selfservice.auth import Actor
+
+
+class ObjectionAlreadyOpen(Conflict):
+    type = PROBLEM_BASE + "objection-already-open"
+    title = "An objection against this record is already open"
+
+
+class RecordNotEligible(Conflict):
+    type = PROBLEM_BASE + "record-not-eligible"
+    title = "The record's status does not allow this"
+
+
+class AlreadyDecided(Conflict):
+    type = PROBLEM_BASE + "already-decided"
+    title = "This case has been decided already"
+
+
+class CorrectionMissing(Conflict):
+    type = PROBLEM_BASE + "correction-missing"
+    title = "Push the corrected record before answering `corrected`"
+
+
+def invalid(pointer: str, code: str, message: str, **extensions: Any) -> RequestInvalid:
+    return RequestInvalid(
+        message, errors=[{"pointer": pointer, "code": code, "message": message}], **extensions
+    )
+
+
+def record_for(session: Session, record_id: uuid.UUID, actor: Actor) -> Record:
+    """The record, locked, if this subject (or an operator) may act on it; 404 otherwise."""
+    found = session.scalars(select(Record).where(Record.id == record_id).with_for_update()).first()
+    if found is None or (actor.is_subject and found.subject_id != actor.subject_id):
+        raise NotFound(f"No record {record_id}.")
+    return found
+
+
+def filed_by(actor: Actor) -> dict[str, Any]:
+    return {
+        "filed_by_kind": actor.kind,
+        "filed_by_id": actor.client.id if actor.client else None,
+    }
+
+
+def audit_as(actor: Actor) -> dict[str, Any]:
+    return {"actor": actor.client, "actor_kind": None if actor.client else "subject"}
+
+
+def change(record: Record, kind: ChangeKind, at: datetime, **detail: Any) -> Change:
+    return Change(
+        kind=kind,
+        record_id=record.id,
+        version=record.version,
+        subject_id=record.subject_id,
+        standard=record.standard,
+        department_id=record.department_id,
+        at=at,
+        detail=detail,
+    )
+
+
+def objection_read(objection: Objection, today: date) -> ObjectionRead:
+    return ObjectionRead.model_validate(
+        {
+            **{c.key: getattr(objection, c.key) for c in Objection.__table__.columns},
+            "overdue": objection.status == ObjectionStatus.OPEN and objection.due_on < today,
+        }
+    )
+
+
+def file(
+    session: Session, body: ObjectionCreate, *, actor: Actor, now: datetime, due_days: int
+) -> Objection:
+    record = record_for(session, body.record_id, actor)
+    if record.status in (RecordStatus.WITHDRAWN, RecordStatus.REPAIRED):
+        raise RecordNotEligible(f"The record is {record.status}: it is no longer published.")
+    open_one = session.scalar(
+        select(Objection.id).where(
+            Objection.record_id == record.id, Objection.status == ObjectionStatus.OPEN
+        )
+    )
+    if open_one is not None:
+        raise ObjectionAlreadyOpen(
+            "Wait for the answer to the open objection.", objection_id=str(open_one)
+        )
+    objection = Objection(
+        record_id=record.id,
+        record_version=record.version,
+        subject_id=record.subject_id,
+        department_id=record.department_id,
+        status=ObjectionStatus.OPEN,
+        reason=body.reason,
+        attachments=body.attachments,
+        filed_at=now,
+        due_on=now.date() + timedelta(days=due_days),
+        **filed_by(actor),
+    )
+    session.add(objection)
+    record.under_objection = True
+    session.flush()
+    audit.record(
+        session,
+        **audit_as(actor),
+        action="objection.filed",
+        subject_id=record.subject_id,
+        record_id=record.id,
+        result="open",
+        payload={"objection_id": str(objection.id), "due_on": objection.due_on.isoformat()},
+    )
+    changes.emit(session, [change(record, ChangeKind.OBJECTION_OPENED, now)])
+    return objection
+
+
+def get(session: Session, objection_id: uuid.UUID, actor: Actor) -> Objection:
+    found = session.get(Objection, objection_id)
+    if found is None or not _may_see(found.subject_id, found.department_id, actor):
+        raise NotFound(f"No objection {objection_id}.")
+    return found
+
+
+def _may_see(subject_id: uuid.UUID, department_id: uuid.UUID, actor: Actor) -> bool:
+    if actor.is_subject:
+        return subject_id == actor.subject_id
+    return actor.is_operator or (actor.client is not None and actor.client.id == department_id)
+
+
+def answer(
+    session: Session,
+    objection_id: uuid.UUID,
+    body: ObjectionAnswer,
+    *,
+    department: Principal,
+    now: datetime,
+) -> Objection:
+    objection = session.scalars(
+        select(Objection).where(Objection.id == objection_id).with_for_update()
+    ).first()
+    if objection is None or objection.department_id != department.id:
+        raise NotFound(f"No objection {objection_id}.")
+    if objection.status != ObjectionStatus.OPEN:
+        raise AlreadyDecided(f"The objection was answered ({objection.status}).")
+    record = session.scalars(
+        select(Record).where(Record.id == objection.record_id).with_for_update()
+    ).one()
+    if body.outcome == "rejected" and body.remedy is not None:
+        raise invalid("/remedy", "remedy.not_allowed", "A rejected objection has no remedy.")
+    if body.outcome == "upheld":
+        if body.remedy is None:
+            raise invalid(
+                "/remedy", "remedy.missing", "An upheld objection needs `corrected` or `withdrawn`."
+            )
+        if body.remedy == Remedy.CORRECTED:
+            if record.version <= objection.record_version:
+                raise CorrectionMissing(
+                    f"The record is still at version {record.version}, the disputed one; push "
+                    "the corrected record (same source_id), then answer."
+                )
+            objection.corrected_version = record.version
+        else:
+            _withdraw(session, record, objection, body.reasons, department=department, now=now)
+        objection.remedy = body.remedy
+    objection.status = ObjectionStatus(body.outcome)
+    objection.answered_at = now
+    objection.answered_by = department.id
+    objection.answer = body.reasons
+    record.under_objection = False
+    record.updated_at = now
+    session.flush()
+    audit.record(
+        session,
+        actor=department,
+        action="objection.answered",
+        subject_id=record.subject_id,
+        record_id=record.id,
+        result=body.outcome,
+        payload={"objection_id": str(objection.id), "remedy": objection.remedy},
+    )
+    changes.emit(session, [change(record, ChangeKind.OBJECTION_CLOSED, now, outcome=body.outcome)])
+    return objection
+
+
+def _withdraw(
+    session: Session,
+    record: Record,
+    objection: Objection,
+    reasons: str,
+    *,
+    department: Principal,
+    now: datetime,
+) -> None:
+    """Withdraw the record as the upheld objection's remedy (the normal withdraw, linked)."""
+    if record.status == RecordStatus.WITHDRAWN:
+        return
+    if record.status == RecordStatus.REPAIRED:
+        raise RecordNotEligible("The record was repaired; there is nothing left to withdraw.")
+    record.status = RecordStatus.WITHDRAWN
+    record.withdrawn_at = now
+    record.withdraw_reason = f"Objection {objection.id} upheld: {reasons}"[:2000]
+    audit.record(
+        session,
+        actor=department,
+        action="record.withdrawn",
+        record_id=record.id,
+        subject_id=record.subject_id,
+        result="withdrawn",
+        payload={
+            "standard": record.standard,
+            "version": record.version,
+            "objection_id": str(objection.id),
+        },
+    )
+    changes.emit(session, [change(record, ChangeKind.WITHDRAWN, now)])
+
+
+def listing(
+    session: Session,
+    *,
+    actor: Actor,
+    status: ObjectionStatus | None,
+    overdue: bool,
+    today: date,
+    limit: int,
+    before: uuid.UUID | None,
+) -> ObjectionPage:
+    stmt = select(Objection).order_by(Objection.id.desc()).limit(limit + 1)
+    if actor.is_subject:
+        stmt = stmt.where(Objection.subject_id == actor.subject_id)
+    elif not actor.is_operator:
+        assert actor.client is not None
+        stmt = stmt.where(Objection.department_id == actor.client.id)
+    if status is not None:
+        stmt = stmt.where(Objection.status == status)
+    if overdue:
+        stmt = stmt.where(Objection.status == ObjectionStatus.OPEN, Objection.due_on < today)
+    if before is not None:
+        stmt = stmt.where(Objection.id < before)
+    found = session.scalars(stmt).all()
+    more = len(found) > limit
+    found = found[:limit]
+    return ObjectionPage(
+        items=[objection_read(o, today) for o in found],
+        next_cursor=str(found[-1].id) if more and found else None,
+    )
+
+
+def objections_of_subject(
+    session: Session, subject_id: uuid.UUID, *, today: date
+) -> list[ObjectionRead]:
+    found = session.scalars(
+        select(Objection).where(Objection.subject_id == subject_id).order_by(Objection.id.desc())
+    ).all()
+    return [objection_read(o, today) for o in found]

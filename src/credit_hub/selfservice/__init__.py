@@ -1,0 +1,1 @@
+"""The data subject's own access: one-time access codes, short sessions, its own report."""

@@ -1,0 +1,117 @@
+"""Publication end and the retention purge, on a FixedClock: through the operator's route,
+the `credit-hub maintenance` command and the in-process schedule."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from typer.testing import CliRunner
+
+from credit_hub import cli
+from credit_hub.audit.models import AuditEvent
+from credit_hub.clock import FixedClock
+from credit_hub.config import get_settings
+from credit_hub.objections import maintenance
+from credit_hub.records.models import Record, RecordVersion
+from credit_hub.subjects.models import Subject
+from tests import conftest, factories
+from tests.conftest import Caller
+from tests.objections.due_process import push
+
+COUNTS = ("expired", "purged_records", "purged_subjects")
+
+
+def run(client: TestClient, operator: Caller) -> dict[str, int]:
+    response = client.post("/v1/admin/maintenance", headers=operator.headers)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    return {k: body[k] for k in COUNTS}
+
+
+def test_publication_ends_then_retention_purges(
+    app_client: TestClient,
+    department: Caller,
+    operator: Caller,
+    agency: Caller,
+    clock: FixedClock,
+    session: Session,
+) -> None:
+    uscc = factories.make_uscc(800)
+    outcomes = push(
+        app_client,
+        department,
+        [factories.penalty(1, counterpart_uscc=uscc), factories.person_penalty(2)],
+    )
+    ids = [uuid.UUID(o["record_id"]) for o in outcomes]
+    person = session.get(Subject, uuid.UUID(outcomes[1]["subject_id"]))
+    assert person is not None
+    assert person.person_id_enc is not None
+    assert run(app_client, operator) == {k: 0 for k in COUNTS}
+    assert app_client.post("/v1/admin/maintenance", headers=agency.headers).status_code == 403
+
+    clock.at = datetime(2027, 4, 3, 2, 0, tzinfo=UTC)  # the year of publication is over
+    assert run(app_client, operator) == {"expired": 2, "purged_records": 0, "purged_subjects": 0}
+    for record_id in ids:
+        stored = session.get(Record, record_id)
+        assert stored is not None
+        session.refresh(stored)
+        assert (stored.status, stored.purged_at) == ("expired", None)
+
+    clock.at = datetime(2032, 4, 3, 2, 0, tzinfo=UTC)  # five years after publication ended
+    assert run(app_client, operator) == {"expired": 0, "purged_records": 2, "purged_subjects": 1}
+    session.expire_all()
+    versions = session.scalars(select(RecordVersion).where(RecordVersion.record_id.in_(ids))).all()
+    assert {(v.personal_enc, str(v.data)) for v in versions} == {
+        (None, str({"purged": True, "purged_on": "2032-04-03"}))
+    }
+    person = session.get(Subject, person.id)
+    assert person is not None
+    assert person.person_id_enc is None
+    event = session.scalars(
+        select(AuditEvent)
+        .where(AuditEvent.action == "maintenance.ran")
+        .order_by(AuditEvent.id.desc())
+        .limit(1)
+    ).one()
+    assert event.payload is not None
+    assert (event.payload["purged_records"], event.payload["purged_subjects"]) == (2, 1)
+    assert run(app_client, operator) == {k: 0 for k in COUNTS}  # idempotent
+
+
+def test_maintenance_runs_once_in_process(session: Session, department: Caller) -> None:
+    report = maintenance.run_once(
+        conftest.TestDatabase(session), FixedClock(datetime(2040, 1, 1, tzinfo=UTC))
+    )
+    assert not report.skipped
+
+
+def test_schedule_thread_stops_with_the_app(session: Session) -> None:
+    thread, stop = maintenance.schedule(
+        conftest.TestDatabase(session),
+        FixedClock(datetime(2040, 1, 1, tzinfo=UTC)),
+        every_hours=24,
+        first_after_seconds=3600,
+    )
+    assert thread.daemon
+    assert thread.is_alive()
+    stop.set()
+    thread.join(5)
+    assert not thread.is_alive()
+
+
+def test_maintenance_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CREDIT_HUB_DATABASE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
+    monkeypatch.setenv("CREDIT_HUB_SECRETS_FILE", str(tmp_path / "secrets.json"))
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(cli.app, ["maintenance"])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    assert "0 record(s) expired" in result.output

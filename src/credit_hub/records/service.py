@@ -12,6 +12,8 @@ from sqlalchemy.orm import Session
 from credit_hub.access.models import ClientKind, Scope
 from credit_hub.access.service import Principal
 from credit_hub.audit import service as audit
+from credit_hub.changes import service as changes
+from credit_hub.changes.service import Change, ChangeKind
 from credit_hub.db import utcnow
 from credit_hub.errors import Conflict, NotFound
 from credit_hub.keyring import Keyring
@@ -87,6 +89,20 @@ def withdraw(
     locked.withdraw_reason = reason
     locked.updated_at = now
     session.flush()
+    changes.emit(
+        session,
+        [
+            Change(
+                kind=ChangeKind.WITHDRAWN,
+                record_id=locked.id,
+                version=locked.version,
+                subject_id=locked.subject_id,
+                standard=locked.standard,
+                department_id=locked.department_id,
+                at=now,
+            )
+        ],
+    )
     audit.record(
         session,
         actor=client,

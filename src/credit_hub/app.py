@@ -2,28 +2,38 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import httpx
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from credit_hub import __version__
 from credit_hub.access.router import router as admin_router
 from credit_hub.audit.router import router as audit_router
+from credit_hub.changes.delivery import Deliverer, DeliveryThread, make_http_client
+from credit_hub.changes.router import router as changes_router
+from credit_hub.changes.webhooks_router import router as subscriptions_router
 from credit_hub.clock import Clock
 from credit_hub.config import Settings, get_settings
 from credit_hub.db import Database, make_engine, make_sessionmaker
 from credit_hub.errors import PROBLEM_BASE, install_problem_handlers
+from credit_hub.ingest.jobs import JobContext, Worker
 from credit_hub.ingest.router import router as ingest_router
 from credit_hub.ingest.schemas import RecordBatch
+from credit_hub.ingest.submissions_router import router as submissions_router
 from credit_hub.keyring import load_keyring
 from credit_hub.log import RequestContextMiddleware, configure_logging
 from credit_hub.migrate import head_revision
+from credit_hub.objections import maintenance
+from credit_hub.objections.router import router as due_process_router
 from credit_hub.ops.router import router as ops_router
 from credit_hub.profiles.router import router as profiles_router
 from credit_hub.records.router import router as records_router
+from credit_hub.selfservice.router import router as self_router
 from credit_hub.standards.registry import Standards
 from credit_hub.standards.router import router as standards_router
 from credit_hub.standards.schemas import ValidateRequest
@@ -57,6 +67,16 @@ TAGS = [
     },
     {"name": "admin", "description": "Operators: clients, API keys, the audit log."},
     {"name": "receipts", "description": "Keys to verify signed submission receipts offline."},
+    {
+        "name": "changes",
+        "description": "Agencies follow changes: the feed, watch lists, signed webhooks.",
+    },
+    {
+        "name": "due process",
+        "description": "Objections and credit repair: filed by the subject or an operator, "
+        "answered by the owning department, with due dates.",
+    },
+    {"name": "self", "description": "Data subjects: access codes, sessions, their own report."},
 ]
 
 PROBLEM_SCHEMA: dict[str, Any] = {
@@ -89,17 +109,51 @@ PROBLEM_SCHEMA: dict[str, Any] = {
 }
 
 
-def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    clock: Clock | None = None,
+    http_client: httpx.Client | None = None,
+) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings.log_level, settings.log_json)
     # Loaded here, not in the lifespan: a broken standard or missing secret stops the boot.
     standards = Standards.load(settings.schemas_dir)
     keyring = load_keyring(settings)
     engine = make_engine(settings)
+    # Outgoing calls (webhooks): explicit timeouts, redirects never followed.
+    http = http_client or make_http_client(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        stop = None
+        if settings.maintenance_every_hours > 0:  # expiry and retention without a cron
+            _, stop = maintenance.schedule(
+                app.state.db, app.state.clock, every_hours=settings.maintenance_every_hours
+            )
+        webhooks = None
+        if settings.webhooks_worker:  # deliver the outbox from this process too
+            webhooks = DeliveryThread(
+                Deliverer(app.state.db, http, keyring, settings, app.state.clock)
+            )
+            webhooks.start()
+        if settings.worker_enabled:  # file submissions: more workers run as `credit-hub worker`
+            app.state.worker = Worker(
+                app.state.db,
+                JobContext.of(settings, standards, keyring, app.state.clock),
+                name=f"serve:{os.getpid()}",
+                poll_seconds=settings.worker_poll_seconds,
+            )
+            app.state.worker.start()
         yield
+        if app.state.worker is not None:
+            app.state.worker.stop()
+        if webhooks is not None:
+            webhooks.stop()
+        if stop is not None:
+            stop.set()
+        if http_client is None:
+            http.close()
         engine.dispose()
 
     app = FastAPI(
@@ -113,24 +167,33 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.state.clock = clock or Clock()
     app.state.standards = standards
     app.state.keyring = keyring
+    app.state.http = http
     app.state.engine = engine
     app.state.sessionmaker = make_sessionmaker(engine)
     app.state.db = Database(app.state.sessionmaker)
     app.state.head_revision = head_revision(settings)
+    app.state.worker = None
 
     install_problem_handlers(app)
     app.add_middleware(
-        RequestContextMiddleware, max_body_bytes=settings.max_body_bytes, body_limits={}
+        RequestContextMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        body_limits={"/v1/submissions": settings.max_upload_bytes},
     )
     for router in (
         ops_router,
         standards_router,
         ingest_router,
+        submissions_router,
         records_router,
         subjects_router,
         profiles_router,
         admin_router,
         audit_router,
+        due_process_router,
+        self_router,
+        changes_router,
+        subscriptions_router,
     ):
         app.include_router(router)
 

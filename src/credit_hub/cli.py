@@ -17,11 +17,13 @@ standards_app = typer.Typer(help="Published data standards.", no_args_is_help=Tr
 secrets_app = typer.Typer(help="The hub's secrets.", no_args_is_help=True)
 admin_app = typer.Typer(help="Administration.", no_args_is_help=True)
 audit_app = typer.Typer(help="The audit log.", no_args_is_help=True)
+webhooks_app = typer.Typer(help="Webhook deliveries and the change feed.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(admin_app, name="admin")
 app.add_typer(audit_app, name="audit")
 app.add_typer(standards_app, name="standards")
 app.add_typer(secrets_app, name="secrets")
+app.add_typer(webhooks_app, name="webhooks")
 
 
 def main() -> None:
@@ -39,10 +41,12 @@ def serve(
     import uvicorn
 
     from credit_hub import migrate as migrations
+    from credit_hub.keyring import load_keyring
 
     settings = get_settings()
     if migrate:
         migrations.upgrade(settings)
+    load_keyring(settings)  # fail now, not in every worker; makes the embedded secrets once
     uvicorn.run(
         "credit_hub.app:create_app",
         factory=True,
@@ -176,6 +180,154 @@ def audit_verify() -> None:
         f"({report.checked} event(s) verified before it)"
     )
     raise typer.Exit(1)
+
+
+@app.command()
+def maintenance() -> None:
+    """Mark records past publication as expired, purge payloads and encrypted identifiers past
+    retention, delete expired subject sessions; the counts go to the audit log."""
+    from credit_hub.clock import Clock
+    from credit_hub.db import Database
+    from credit_hub.objections.maintenance import run_once
+
+    report = run_once(Database(_sessions()), Clock())
+    if report.skipped:
+        typer.echo("another maintenance run is in progress; nothing done")
+        return
+    typer.echo(
+        f"maintenance on {report.on}: {report.expired} record(s) expired, "
+        f"{report.purged_records} record(s) and {report.purged_subjects} subject(s) purged, "
+        f"{report.sessions_deleted} expired session(s) deleted"
+    )
+
+
+@webhooks_app.command("deliver")
+def webhooks_deliver(
+    once: Annotated[bool, typer.Option(help="Deliver what is due, then exit")] = False,
+) -> None:
+    """Deliver webhooks from the outbox until stopped (SIGTERM or Ctrl-C). Any number of these
+    may run beside the servers; a killed one's deliveries are retried after the lease."""
+    import signal
+    import threading
+
+    from credit_hub.changes.delivery import Deliverer, make_http_client
+    from credit_hub.db import Database
+    from credit_hub.keyring import load_keyring
+    from credit_hub.log import configure_logging
+
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_json)
+    with make_http_client(settings) as http:
+        deliverer = Deliverer(Database(_sessions()), http, load_keyring(settings), settings)
+        try:
+            if once:
+                total = 0
+                while handled := deliverer.run_once():
+                    total += handled
+                typer.echo(f"{total} deliveries handled", err=True)
+                return
+            stop = threading.Event()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(signum, lambda *_: stop.set())
+            deliverer.run_forever(stop)
+        finally:
+            deliverer.close()
+
+
+@webhooks_app.command("prune")
+def webhooks_prune(
+    days: Annotated[int, typer.Option(help="Keep the changes of the last DAYS days")] = 90,
+) -> None:
+    """Drop feed entries (and their deliveries) older than DAYS; older cursors answer 422."""
+    from datetime import UTC, datetime, timedelta
+
+    from credit_hub.changes.service import prune
+
+    with _sessions().begin() as session:
+        dropped = prune(session, before=datetime.now(UTC) - timedelta(days=days))
+    typer.echo(f"{dropped} change(s) pruned")
+
+
+@app.command()
+def worker(
+    until_idle: Annotated[
+        bool, typer.Option("--until-idle", help="Process the queued submissions, then exit")
+    ] = False,
+) -> None:
+    """Process queued file submissions until stopped (SIGTERM or Ctrl-C). Any number may run
+    beside the servers; a killed worker's job is taken over once its lease runs out."""
+    import os
+    import signal
+    import socket
+
+    from credit_hub.clock import Clock
+    from credit_hub.db import Database
+    from credit_hub.ingest.jobs import JobContext, Worker
+    from credit_hub.keyring import load_keyring
+    from credit_hub.log import configure_logging
+    from credit_hub.standards.registry import Standards
+
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_json)
+    context = JobContext.of(
+        settings, Standards.load(settings.schemas_dir), load_keyring(settings), Clock()
+    )
+    jobs_worker = Worker(
+        Database(_sessions()),
+        context,
+        name=f"{socket.gethostname()}:{os.getpid()}",
+        poll_seconds=settings.worker_poll_seconds,
+    )
+    if until_idle:
+        typer.echo(f"{jobs_worker.run_until_idle()} submission(s) processed", err=True)
+        return
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: jobs_worker.stopping.set())
+    jobs_worker.run()
+
+
+@app.command()
+def push(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="NDJSON, CSV or XLSX")],
+    standard: Annotated[str, typer.Option("--standard", help="Standard id")],
+    url: Annotated[
+        str, typer.Option(envvar="CREDIT_HUB_URL", help="The hub's base URL")
+    ] = "http://127.0.0.1:8000",
+    key: Annotated[
+        str, typer.Option(envvar="CREDIT_HUB_KEY", help="The department's API key")
+    ] = "",
+    version: Annotated[str | None, typer.Option(help="Version (default: current)")] = None,
+    mode: Annotated[str, typer.Option(help="partial or atomic")] = "partial",
+    fmt: Annotated[str | None, typer.Option("--format", help="ndjson, csv or xlsx")] = None,
+    encoding: Annotated[str | None, typer.Option(help="utf-8 or gb18030 (default: detect)")] = None,
+    sheet: Annotated[str | None, typer.Option(help="XLSX: the sheet to read")] = None,
+    errors: Annotated[
+        Path | None, typer.Option(help="Where to write rejected rows (default: FILE.errors.EXT)")
+    ] = None,
+    wait: Annotated[bool, typer.Option(help="Follow the job to its end")] = True,
+) -> None:
+    """Upload a file to a hub with a progress bar, follow its job, print the summary and
+    download the rejected rows. Exit 0 if every row was stored, 1 if some were rejected,
+    2 if the file failed or the hub refused it."""
+    from credit_hub.ingest.pushing import push_file
+
+    if not key:
+        typer.echo("error: give --key or set CREDIT_HUB_KEY", err=True)
+        raise typer.Exit(2)
+    code = push_file(
+        file,
+        url=url,
+        key=key,
+        standard=standard,
+        version=version,
+        mode=mode,
+        fmt=fmt,
+        encoding=encoding,
+        sheet=sheet,
+        errors_path=errors,
+        wait=wait,
+    )
+    raise typer.Exit(code)
 
 
 @secrets_app.command("generate")

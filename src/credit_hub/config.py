@@ -58,6 +58,47 @@ class Settings(BaseSettings):
     purposes: list[str] = Field(default_factory=lambda: list(DEFAULT_PURPOSES))
     pool_size: int = 10
 
+    # File submissions (docs/bulk-submissions.md).
+    max_upload_bytes: int = 2 * 1024 * 1024 * 1024
+    spool_dir: Path | None = None  # default: `credit_hub_spool` beside the SQLite file, or ./
+    worker_enabled: bool = True  # the in-process job worker; `credit-hub worker` runs more
+    worker_poll_seconds: float = 1.0
+    job_chunk_rows: int = 1_000
+    job_lease_seconds: int = 60
+    job_max_attempts: int = 3
+    xlsx_max_uncompressed_bytes: int = 1024 * 1024 * 1024
+    xlsx_max_ratio: int = 200
+
+    # Change feed, watch lists and webhooks (docs/change-feed.md).
+    changes_max_limit: int = 1000
+    watchlist_max: int = 100_000
+    webhooks_worker: bool = True  # deliver from the outbox in a thread of each server process
+    webhooks_allow_loopback: bool = False  # development: http:// and 127.0.0.1 receivers
+    webhooks_allow_private: bool = False  # private, link-local and reserved addresses
+    webhooks_connect_timeout: float = 3.0
+    webhooks_read_timeout: float = 10.0
+    webhooks_concurrency: int = 16
+    webhooks_batch: int = 500
+    webhooks_poll_seconds: float = 0.2
+    webhooks_lease_seconds: float = (
+        60.0  # a claimed delivery is retried after this if its worker dies
+    )
+    webhooks_retry_base_seconds: float = 10.0
+    webhooks_retry_max_seconds: float = 3600.0
+    webhooks_max_attempts: int = 12
+    webhooks_disable_after: int = (
+        50  # consecutive failed attempts before a subscription is disabled
+    )
+
+    # Due process (see docs/due-process.md).
+    access_code_days: int = Field(default=14, ge=1)
+    subject_session_minutes: int = Field(default=30, ge=1)
+    objection_due_days: int = Field(default=20, ge=1)
+    repair_decision_working_days: int = Field(default=3, ge=1)
+    repair_case_working_days: int = Field(default=10, ge=1)
+    # The in-process maintenance schedule (expiry, retention purge); 0 turns it off.
+    maintenance_every_hours: float = Field(default=24, ge=0)
+
     @field_validator("database_url")
     @classmethod
     def _psycopg_driver(cls, url: str) -> str:
@@ -69,6 +110,17 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def upload_dir(self) -> Path:
+        """Where uploads are spooled: a folder every worker process can read."""
+        if self.spool_dir is not None:
+            return self.spool_dir
+        if self.is_sqlite:
+            database = self.database_url.split("///", 1)[-1]
+            if database and database != ":memory:":
+                return Path(database).resolve().parent / "credit_hub_spool"
+        return Path("credit_hub_spool").resolve()
 
 
 @lru_cache

@@ -62,6 +62,7 @@ class Change:
     department_id: uuid.UUID
     at: datetime
     detail: dict[str, Any] = field(default_factory=dict)  # never personal data
+    subject_key: str | None = None  # the subject's USCC when the caller knows it already
 
 
 def _chunks(values: Sequence[Any]) -> Iterable[Sequence[Any]]:
@@ -86,7 +87,7 @@ def emit(session: Session, changes: list[Change]) -> None:
         return
     from credit_hub.changes import webhooks  # webhooks renders events with this module
 
-    keys = _subject_keys(session, (c.subject_id for c in changes))
+    keys = _subject_keys(session, (c.subject_id for c in changes if c.subject_key is None))
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": APPEND_LOCK_KEY})
     last = session.scalar(
@@ -101,7 +102,7 @@ def emit(session: Session, changes: list[Change]) -> None:
             "record_id": c.record_id,
             "version": c.version,
             "subject_id": c.subject_id,
-            "subject_key": keys.get(c.subject_id, str(c.subject_id)),
+            "subject_key": c.subject_key or keys.get(c.subject_id, str(c.subject_id)),
             "standard": c.standard,
             "department_id": c.department_id,
             "at": c.at,

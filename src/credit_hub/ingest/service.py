@@ -379,6 +379,9 @@ def write_checked(
         submission_id=submission_id,
         now=now,
     )
+    by_index = {
+        c.index: c.outcome.derived.subject.uscc if c.outcome.derived else None for c in checked
+    }
     changes.emit(
         session,
         [
@@ -390,6 +393,7 @@ def write_checked(
                 standard=found.standard,
                 department_id=client.id,
                 at=now,
+                subject_key=by_index[o["index"]],
             )
             for o in outcomes
             if o["outcome"] != "unchanged"

@@ -22,6 +22,7 @@ from credit_hub.objections.schemas import (
     ObjectionPage,
     ObjectionRead,
 )
+from credit_hub.records import service as records
 from credit_hub.records.models import Record, RecordStatus
 from credit_hub.selfservice.auth import Actor
 
@@ -218,23 +219,14 @@ def _withdraw(
         return
     if record.status == RecordStatus.REPAIRED:
         raise RecordNotEligible("The record was repaired; there is nothing left to withdraw.")
-    record.status = RecordStatus.WITHDRAWN
-    record.withdrawn_at = now
-    record.withdraw_reason = f"Objection {objection.id} upheld: {reasons}"[:2000]
-    audit.record(
+    records.mark_withdrawn(
         session,
+        record,
+        f"Objection {objection.id} upheld: {reasons}",
         actor=department,
-        action="record.withdrawn",
-        record_id=record.id,
-        subject_id=record.subject_id,
-        result="withdrawn",
-        payload={
-            "standard": record.standard,
-            "version": record.version,
-            "objection_id": str(objection.id),
-        },
+        now=now,
+        objection_id=objection.id,
     )
-    changes.emit(session, [change(record, ChangeKind.WITHDRAWN, now)])
 
 
 def listing(

@@ -7,6 +7,7 @@ import uuid
 from fastapi import APIRouter, Request
 
 from credit_hub.access.auth import ClientDep, DepartmentDep
+from credit_hub.clock import ClockDep
 from credit_hub.db import SessionDep
 from credit_hub.errors import Conflict, NotFound, RequestInvalid, Unauthorized, problem_responses
 from credit_hub.records import service
@@ -50,7 +51,10 @@ def withdraw_record(
     request: Request,
     session: SessionDep,
     client: DepartmentDep,
+    clock: ClockDep,
 ) -> RecordRead:
     """Withdraw a record (a decision changed, revoked or found void): it leaves every profile;
     its history stays."""
-    return service.withdraw(session, record_id, body.reason, client, request.app.state.keyring)
+    return service.withdraw(
+        session, record_id, body.reason, client, request.app.state.keyring, now=clock.now()
+    )

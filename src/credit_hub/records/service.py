@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -14,7 +15,6 @@ from credit_hub.access.service import Principal
 from credit_hub.audit import service as audit
 from credit_hub.changes import service as changes
 from credit_hub.changes.service import Change, ChangeKind
-from credit_hub.db import utcnow
 from credit_hub.errors import Conflict, NotFound
 from credit_hub.keyring import Keyring
 from credit_hub.records.models import Record, RecordStatus, RecordVersion
@@ -74,8 +74,56 @@ def history(
     )
 
 
+def mark_withdrawn(
+    session: Session,
+    record: Record,
+    reason: str,
+    *,
+    actor: Principal,
+    now: datetime,
+    objection_id: uuid.UUID | None = None,
+) -> None:
+    """Take a record out of every profile: status, the feed's change and the audit event,
+    in the caller's transaction. The one place a withdrawal happens (also for objections)."""
+    record.status = RecordStatus.WITHDRAWN
+    record.withdrawn_at = now
+    record.withdraw_reason = reason[:2000]
+    record.updated_at = now
+    session.flush()
+    changes.emit(
+        session,
+        [
+            Change(
+                kind=ChangeKind.WITHDRAWN,
+                record_id=record.id,
+                version=record.version,
+                subject_id=record.subject_id,
+                standard=record.standard,
+                department_id=record.department_id,
+                at=now,
+            )
+        ],
+    )
+    linked = {"objection_id": str(objection_id)} if objection_id else {}
+    audit.record(
+        session,
+        actor=actor,
+        action="record.withdrawn",
+        record_id=record.id,
+        subject_id=record.subject_id,
+        result="withdrawn",
+        payload={"standard": record.standard, "version": record.version, **linked},
+    )
+
+
 def withdraw(
-    session: Session, record_id: uuid.UUID, reason: str, client: Principal, keyring: Keyring
+    session: Session,
+    record_id: uuid.UUID,
+    reason: str,
+    client: Principal,
+    keyring: Keyring,
+    *,
+    now: datetime,
 ) -> RecordRead:
     found = get_visible(session, record_id, client)
     if client.kind != ClientKind.DEPARTMENT:
@@ -83,33 +131,5 @@ def withdraw(
     locked = session.scalars(select(Record).where(Record.id == found.id).with_for_update()).one()
     if locked.status != RecordStatus.ACTIVE:
         raise Conflict(f"The record is {locked.status}; only an active record can be withdrawn.")
-    now = utcnow()
-    locked.status = RecordStatus.WITHDRAWN
-    locked.withdrawn_at = now
-    locked.withdraw_reason = reason
-    locked.updated_at = now
-    session.flush()
-    changes.emit(
-        session,
-        [
-            Change(
-                kind=ChangeKind.WITHDRAWN,
-                record_id=locked.id,
-                version=locked.version,
-                subject_id=locked.subject_id,
-                standard=locked.standard,
-                department_id=locked.department_id,
-                at=now,
-            )
-        ],
-    )
-    audit.record(
-        session,
-        actor=client,
-        action="record.withdrawn",
-        record_id=locked.id,
-        subject_id=locked.subject_id,
-        result="withdrawn",
-        payload={"standard": locked.standard, "version": locked.version},
-    )
+    mark_withdrawn(session, locked, reason, actor=client, now=now)
     return read(session, record_id, client, keyring)

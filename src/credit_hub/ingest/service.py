@@ -241,44 +241,28 @@ def store(
 ) -> tuple[SubmissionReport, bool]:
     """Store the checked records in the caller's transaction: (report, replayed)."""
     submission_id = new_id()
-    if idempotency_key is not None:
-        inserted = session.execute(
-            _insert(session)(table(Submission))
-            .values(
-                id=submission_id,
-                client_id=client.id,
-                kind=kind,
-                standard=found.standard,
-                version=found.version,
-                mode=mode,
-                status="processing",
-                idempotency_key=idempotency_key,
-                body_sha256=body_sha256,
-                created_at=received_at,
-            )
-            .on_conflict_do_nothing(index_elements=["client_id", "idempotency_key"])
-            .returning(table(Submission).c.id)
-        ).first()
-        if inserted is None:  # a concurrent push with the same key committed first
-            replay = find_replay(session, client, idempotency_key, body_sha256)
-            assert replay is not None
-            return SubmissionReport.model_validate(replay), True
-    else:
-        session.execute(
-            table(Submission)
-            .insert()
-            .values(
-                id=submission_id,
-                client_id=client.id,
-                kind=kind,
-                standard=found.standard,
-                version=found.version,
-                mode=mode,
-                status="processing",
-                body_sha256=body_sha256,
-                created_at=received_at,
-            )
+    # NULL keys never conflict: only a retry with the same Idempotency-Key can lose here.
+    inserted = session.execute(
+        _insert(session)(table(Submission))
+        .values(
+            id=submission_id,
+            client_id=client.id,
+            kind=kind,
+            standard=found.standard,
+            version=found.version,
+            mode=mode,
+            status="processing",
+            idempotency_key=idempotency_key,
+            body_sha256=body_sha256,
+            created_at=received_at,
         )
+        .on_conflict_do_nothing(index_elements=["client_id", "idempotency_key"])
+        .returning(table(Submission).c.id)
+    ).first()
+    if inserted is None and idempotency_key is not None:  # a concurrent twin committed first
+        replay = find_replay(session, client, idempotency_key, body_sha256)
+        assert replay is not None
+        return SubmissionReport.model_validate(replay), True
 
     outcomes, late_rejections = write_checked(
         session,

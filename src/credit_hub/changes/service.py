@@ -24,6 +24,7 @@ import orjson
 from sqlalchemy import Row, and_, func, or_, select, text
 from sqlalchemy.orm import Session, aliased
 
+from credit_hub import bulk
 from credit_hub.access.models import Scope
 from credit_hub.access.service import Principal
 from credit_hub.audit.service import _LOCK_KEY as APPEND_LOCK_KEY
@@ -110,7 +111,7 @@ def emit(session: Session, changes: list[Change]) -> None:
         }
         for n, c in enumerate(changes)
     ]
-    session.execute(table(ChangeEvent).insert(), rows)
+    bulk.insert_rows(session, table(ChangeEvent), rows)
     webhooks.enqueue(session, rows)
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from credit_hub import bulk
 from credit_hub.access.models import Client
 from credit_hub.access.service import Principal
 from credit_hub.changes.models import Delivery, DeliveryStatus, Subscription, Watch
@@ -293,4 +294,4 @@ def enqueue(session: Session, events: Sequence[dict[str, Any]]) -> None:
         and (not s.watched_only or (s.client_id, e["subject_key"]) in watched)
     ]
     if rows:
-        session.execute(table(Delivery).insert(), rows)
+        bulk.insert_rows(session, table(Delivery), rows)

@@ -20,6 +20,7 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from credit_hub import bulk
 from credit_hub.access.service import Principal
 from credit_hub.audit import service as audit
 from credit_hub.changes import service as changes
@@ -469,10 +470,12 @@ def _write_records(
     new_rows.sort(key=lambda row: str(row["source_id"]))  # one lock order for every batch
     if new_rows:
         records = table(Record)
-        stmt = _insert(session)(records).on_conflict_do_nothing(
-            index_elements=["source_id", "department_id", "standard"]
+        inserted = bulk.insert_rows(
+            session,
+            records,
+            new_rows,
+            on_conflict_do_nothing=["source_id", "department_id", "standard"],
         )
-        inserted = session.execute(stmt, new_rows).rowcount  # type: ignore[attr-defined]
         created_ids = {row["id"] for row in new_rows}
         if inserted != len(new_rows):  # some lost to a concurrent push: find which are ours
             created_ids = _present(session, sorted(created_ids))
@@ -553,7 +556,7 @@ def _write_records(
             superseded,
         )
     if versions:
-        session.execute(table(RecordVersion).insert(), versions)
+        bulk.insert_rows(session, table(RecordVersion), versions)
     outcomes.sort(key=lambda o: int(o["index"]))
     return outcomes, late
 

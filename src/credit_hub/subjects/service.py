@@ -19,6 +19,7 @@ from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from credit_hub import bulk
 from credit_hub.db import new_id, table, utcnow
 from credit_hub.errors import NotFound, RequestInvalid
 from credit_hub.keyring import Keyring
@@ -62,13 +63,13 @@ def _insert(session: Session, rows: list[dict[str, Any]], conflict_column: str |
         # The same order in every transaction: two batches naming the same new subjects in
         # different orders would otherwise deadlock on the unique index.
         rows = sorted(rows, key=lambda row: str(row[conflict_column]))
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = insert(table(Subject))
-    if conflict_column:
-        # A concurrent batch may create the same subject first: keep theirs, then re-read.
-        stmt = stmt.on_conflict_do_nothing(index_elements=[conflict_column])
-    session.execute(stmt, rows)
+    # A concurrent batch may create the same subject first: keep theirs, then re-read.
+    bulk.insert_rows(
+        session,
+        table(Subject),
+        rows,
+        on_conflict_do_nothing=[conflict_column] if conflict_column else None,
+    )
 
 
 def person_key(keyring: Keyring, ref: SubjectRef) -> str:

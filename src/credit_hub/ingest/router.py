@@ -122,28 +122,30 @@ def push_records(
                 headers={"Idempotent-Replayed": "true"},
             )
     batch = service.parse_batch(parse_json(body.raw), max_records=settings.max_batch_records)
+    body.raw = b""  # the largest request's memory: keep only what is still needed
     found = state.standards.get(batch.standard).version(batch.version, received_at.date())
     service.authorize(client, batch.standard)
     checked, rejected, warnings = service.check_records(
         found, batch.records, client=client, keyring=keyring
     )
-    received = len(batch.records)
+    received, mode = len(batch.records), batch.mode
+    del batch  # the records as sent: `checked` holds their normalized form
     if dry_run:
         report = service.rejection_report(
             found,
             rejected,
             warnings,
             received,
-            batch.mode,
+            mode,
             body_sha256,
             received_at,
             dry_run=True,
             valid=len(checked),
         )
         return _respond(report, 200)
-    if not checked or (batch.mode == "atomic" and rejected):
+    if not checked or (mode == "atomic" and rejected):
         raise service.nothing_stored(
-            found, rejected, received, batch.mode, body_sha256, received_at
+            found, rejected, received, mode, body_sha256, received_at
         )
     with db.write() as session:
         report, replayed = service.store(
@@ -154,7 +156,7 @@ def push_records(
             rejected,
             warnings,
             client=client,
-            mode=batch.mode,
+            mode=mode,
             body_sha256=body_sha256,
             idempotency_key=idempotency_key,
             received=received,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+import zlib
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from datetime import date, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -439,6 +440,26 @@ def rejection_report(
     )
 
 
+_NATURAL_KEY_LOCKS = 0x6B657973  # "keys": advisory locks per (department, standard)
+
+
+def _lock_natural_keys(session: Session, department_id: uuid.UUID, standard: str) -> None:
+    """On PostgreSQL, one writer at a time per (department, standard) until commit.
+
+    Two pushes of one department that share source ids would otherwise lock each other's
+    rows in opposite orders (one holds rows it inserted, the other rows it selected FOR
+    UPDATE) and deadlock; different departments still write side by side. SQLite's write
+    lock already serializes every writer.
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    key = zlib.crc32(f"{department_id}:{standard}".encode()) - 2**31
+    session.execute(
+        text("SELECT pg_advisory_xact_lock(:space, :key)"),
+        {"space": _NATURAL_KEY_LOCKS - 2**31, "key": key},
+    )
+
+
 def _write_records(
     session: Session,
     keyring: Keyring,
@@ -451,6 +472,7 @@ def _write_records(
 ) -> tuple[list[dict[str, Any]], list[Rejection]]:
     if not checked:
         return [], []
+    _lock_natural_keys(session, client.id, found.standard)
     derived = [c.outcome.derived for c in checked]
     subject_ids = subjects.resolve(
         session,

@@ -63,6 +63,7 @@ def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Set
     return Settings(
         database_url=database_url,
         secrets_file=tmp_path_factory.mktemp("secrets") / "secrets.json",
+        spool_dir=tmp_path_factory.mktemp("spool"),  # never the working directory
         maintenance_every_hours=0,  # tests run maintenance themselves, on a FixedClock
         worker_enabled=False,  # tests run file-submission jobs themselves
         **secrets,  # type: ignore[arg-type]

@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 
 from credit_hub import __version__
@@ -20,7 +21,12 @@ from credit_hub.changes.webhooks_router import router as subscriptions_router
 from credit_hub.clock import Clock
 from credit_hub.config import Settings, get_settings
 from credit_hub.db import Database, make_engine, make_sessionmaker
-from credit_hub.errors import PROBLEM_BASE, install_problem_handlers
+from credit_hub.errors import (
+    PROBLEM_BASE,
+    BadRequest,
+    install_problem_handlers,
+    problem_responses,
+)
 from credit_hub.ingest.jobs import JobContext, Worker
 from credit_hub.ingest.router import router as ingest_router
 from credit_hub.ingest.schemas import RecordBatch
@@ -32,6 +38,7 @@ from credit_hub.objections import maintenance
 from credit_hub.objections.router import router as due_process_router
 from credit_hub.ops.router import router as ops_router
 from credit_hub.profiles.router import router as profiles_router
+from credit_hub.ratelimit import make_limiter
 from credit_hub.records.router import router as records_router
 from credit_hub.selfservice.router import router as self_router
 from credit_hub.standards.registry import Standards
@@ -173,12 +180,22 @@ def create_app(
     app.state.db = Database(app.state.sessionmaker)
     app.state.head_revision = head_revision(settings)
     app.state.worker = None
+    app.state.rate_limiter = make_limiter(settings.rate_limit_per_second, settings.rate_limit_burst)
 
     install_problem_handlers(app)
+    if settings.cors_origins:  # off unless configured; inside the request middleware: headers
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "If-None-Match"],
+            expose_headers=["ETag", "Location", "X-Request-Id", "Retry-After"],
+        )
     app.add_middleware(
         RequestContextMiddleware,
         max_body_bytes=settings.max_body_bytes,
         body_limits={"/v1/submissions": settings.max_upload_bytes},
+        body_idle_seconds=settings.body_idle_timeout_seconds,
     )
     for router in (
         ops_router,
@@ -212,6 +229,11 @@ def create_app(
                 schemas[model.__name__] = model.model_json_schema(
                     ref_template="#/components/schemas/{model}"
                 )
+            # What the request middleware answers on any route: a NUL in the URL (400).
+            for operations in spec["paths"].values():
+                for operation in operations.values():
+                    for status, entry in problem_responses(BadRequest).items():
+                        operation["responses"].setdefault(str(status), entry)
             app.openapi_schema = spec
         return app.openapi_schema
 

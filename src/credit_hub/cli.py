@@ -36,6 +36,9 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port")] = None,
     workers: Annotated[int | None, typer.Option(help="Worker processes")] = None,
     migrate: Annotated[bool, typer.Option(help="Upgrade the database schema first")] = True,
+    timeout_keep_alive: Annotated[
+        int | None, typer.Option(help="Close an idle keep-alive connection after N seconds")
+    ] = None,
 ) -> None:
     """Run the service (uvicorn). The database schema is upgraded first."""
     import uvicorn
@@ -53,6 +56,7 @@ def serve(
         host=host or settings.host,
         port=port or settings.port,
         workers=workers or settings.workers,
+        timeout_keep_alive=timeout_keep_alive or settings.keep_alive_seconds,
         log_level=settings.log_level,
         access_log=False,
         # The service writes its own structured logs; uvicorn's access log would repeat paths.

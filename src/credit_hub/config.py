@@ -48,11 +48,21 @@ class Settings(BaseSettings):
     log_level: str = "info"
     log_json: bool = False
     public_url: str = "http://127.0.0.1:8000"
+    # Browser origins allowed to call the API (CORS); empty, the default: no CORS headers at all.
+    cors_origins: list[str] = Field(default_factory=list)
 
     max_body_bytes: int = 32 * 1024 * 1024
     max_batch_records: int = 10_000
     max_json_depth: int = 32
     max_validate_records: int = 1_000
+    # Requests per second per API client (per address without a key), `burst` saved up; 0 turns
+    # it off. Kept in each server process: with N workers a client may get up to N times this.
+    rate_limit_per_second: float = Field(default=0, ge=0)
+    rate_limit_burst: int = Field(default=20, ge=1)
+    # Slow clients: idle seconds allowed between two pieces of a request body (408 after;
+    # 0 waits forever), and between two requests on a keep-alive connection (uvicorn).
+    body_idle_timeout_seconds: float = Field(default=30, ge=0)
+    keep_alive_seconds: int = Field(default=5, ge=1)
     idempotency_ttl_hours: int = 24
 
     purposes: list[str] = Field(default_factory=lambda: list(DEFAULT_PURPOSES))

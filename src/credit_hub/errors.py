@@ -10,6 +10,7 @@
     │   └── StandardNotFound
     ├── MethodNotAllowed (405)
     ├── NotAcceptable (406)
+    ├── RequestTimeout (408)
     ├── Conflict (409)
     │   └── IdempotencyKeyReused
     ├── PayloadTooLarge (413)
@@ -115,6 +116,12 @@ class NotAcceptable(Problem):
     status = 406
 
 
+class RequestTimeout(Problem):
+    type = PROBLEM_BASE + "request-timeout"
+    title = "The request body did not arrive in time"
+    status = 408
+
+
 class Conflict(Problem):
     type = PROBLEM_BASE + "conflict"
     title = "The request conflicts with the current state"
@@ -168,6 +175,7 @@ _BY_STATUS: dict[int, type[Problem]] = {
     404: NotFound,
     405: MethodNotAllowed,
     406: NotAcceptable,
+    408: RequestTimeout,
     409: Conflict,
     413: PayloadTooLarge,
     415: UnsupportedMediaType,
@@ -234,7 +242,10 @@ async def _http_handler(request: Request, exc: Exception) -> JSONResponse:
     if cls is None:
         body = {"type": "about:blank", "title": detail or "Error", "status": exc.status_code}
         return JSONResponse(body, exc.status_code, media_type=PROBLEM_MEDIA_TYPE)
-    if cls is MethodNotAllowed:
+    if cls is BadRequest and detail == "There was an error parsing the body":
+        # FastAPI's answer to a JSON body that is not UTF-8: the same problem as bad syntax.
+        cls, detail = MalformedJson, "The body is not valid JSON: it is not UTF-8 text."
+    elif cls is MethodNotAllowed:
         detail = f"{request.method} is not allowed on {request.url.path}."
     elif cls is NotFound and detail == "Not Found":
         detail = f"Nothing is published at {request.url.path}."

@@ -11,6 +11,7 @@ from credit_hub.access.models import ClientKind
 from credit_hub.access.service import Principal, authenticate
 from credit_hub.db import DbDep
 from credit_hub.errors import Forbidden, Unauthorized
+from credit_hub.ratelimit import limit_address, limit_client
 
 _bearer = HTTPBearer(auto_error=False, description="An API key issued by an operator")
 
@@ -21,11 +22,14 @@ def current_client(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     if credentials is None or credentials.scheme.lower() != "bearer":
+        limit_address(request)
         raise Unauthorized("Send `Authorization: Bearer <api key>`.")
     with db.read() as session:
         principal = authenticate(session, credentials.credentials)
     if principal is None:
+        limit_address(request)  # guessing keys costs the guesser's address its rate
         raise Unauthorized("The API key is unknown, revoked, or its client is disabled.")
+    limit_client(request, principal.id)
     request.state.principal = principal
     return principal
 

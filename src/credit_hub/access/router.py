@@ -24,6 +24,7 @@ from credit_hub.db import SessionDep, utcnow
 from credit_hub.errors import (
     Conflict,
     Forbidden,
+    MalformedJson,
     NotFound,
     RequestInvalid,
     Unauthorized,
@@ -33,6 +34,7 @@ from credit_hub.errors import (
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 
 _COMMON = problem_responses(Unauthorized, Forbidden, RequestInvalid)
+_WITH_BODY = problem_responses(MalformedJson, Unauthorized, Forbidden, RequestInvalid)
 
 
 def _client_read(client: Client) -> ClientRead:
@@ -60,7 +62,7 @@ def _check_standards(request: Request, standards: list[str]) -> None:
         )
 
 
-@router.post("/clients", status_code=201, response_model=ClientCreated, responses=_COMMON)
+@router.post("/clients", status_code=201, response_model=ClientCreated, responses=_WITH_BODY)
 def create_client(
     body: ClientCreate, request: Request, session: SessionDep, operator: OperatorDep
 ) -> ClientCreated:
@@ -94,7 +96,7 @@ def list_clients(session: SessionDep, operator: OperatorDep) -> list[ClientRead]
 @router.get(
     "/clients/{client_id}",
     response_model=ClientRead,
-    responses=problem_responses(Unauthorized, Forbidden, NotFound),
+    responses=problem_responses(Unauthorized, Forbidden, NotFound, RequestInvalid),
 )
 def get_client(client_id: uuid.UUID, session: SessionDep, operator: OperatorDep) -> ClientRead:
     """One client."""
@@ -104,7 +106,7 @@ def get_client(client_id: uuid.UUID, session: SessionDep, operator: OperatorDep)
 @router.patch(
     "/clients/{client_id}",
     response_model=ClientRead,
-    responses=problem_responses(Unauthorized, Forbidden, NotFound, RequestInvalid),
+    responses=problem_responses(MalformedJson, Unauthorized, Forbidden, NotFound, RequestInvalid),
 )
 def update_client(
     client_id: uuid.UUID,
@@ -138,7 +140,9 @@ def update_client(
     "/clients/{client_id}/keys",
     status_code=201,
     response_model=KeyCreated,
-    responses=problem_responses(Unauthorized, Forbidden, NotFound, Conflict),
+    responses=problem_responses(
+        MalformedJson, Unauthorized, Forbidden, NotFound, Conflict, RequestInvalid
+    ),
 )
 def issue_key(
     client_id: uuid.UUID, body: KeyCreate, session: SessionDep, operator: OperatorDep
@@ -158,7 +162,7 @@ def issue_key(
 @router.get(
     "/clients/{client_id}/keys",
     response_model=list[KeyRead],
-    responses=problem_responses(Unauthorized, Forbidden, NotFound),
+    responses=problem_responses(Unauthorized, Forbidden, NotFound, RequestInvalid),
 )
 def list_keys(client_id: uuid.UUID, session: SessionDep, operator: OperatorDep) -> list[KeyRead]:
     """A client's keys (prefixes only; a key is never shown again)."""
@@ -172,7 +176,7 @@ def list_keys(client_id: uuid.UUID, session: SessionDep, operator: OperatorDep) 
 @router.delete(
     "/clients/{client_id}/keys/{key_id}",
     response_model=KeyRead,
-    responses=problem_responses(Unauthorized, Forbidden, NotFound),
+    responses=problem_responses(Unauthorized, Forbidden, NotFound, RequestInvalid),
 )
 def revoke_key(
     client_id: uuid.UUID, key_id: uuid.UUID, session: SessionDep, operator: OperatorDep

@@ -19,7 +19,14 @@ from credit_hub.changes.schemas import (
 )
 from credit_hub.clock import ClockDep
 from credit_hub.db import DbDep, SessionDep
-from credit_hub.errors import Forbidden, NotFound, RequestInvalid, Unauthorized, problem_responses
+from credit_hub.errors import (
+    Forbidden,
+    MalformedJson,
+    NotFound,
+    RequestInvalid,
+    Unauthorized,
+    problem_responses,
+)
 
 router = APIRouter(tags=["changes"])
 
@@ -74,7 +81,7 @@ def list_changes(
 @router.get(
     "/v1/watchlist",
     response_model=WatchlistPage,
-    responses=problem_responses(Unauthorized, Forbidden),
+    responses=problem_responses(Unauthorized, Forbidden, RequestInvalid),
 )
 def list_watchlist(
     session: SessionDep,
@@ -101,7 +108,7 @@ def watch_subject(key: str, request: Request, session: SessionDep, client: Agenc
 @router.delete(
     "/v1/watchlist/{key}",
     status_code=204,
-    responses=problem_responses(Unauthorized, Forbidden, NotFound),
+    responses=problem_responses(Unauthorized, Forbidden, NotFound, RequestInvalid),
 )
 def unwatch_subject(key: str, session: SessionDep, client: AgencyDep) -> Response:
     """Stop following a subject."""
@@ -112,7 +119,7 @@ def unwatch_subject(key: str, session: SessionDep, client: AgencyDep) -> Respons
 @router.post(
     "/v1/watchlist",
     response_model=WatchlistBulkReport,
-    responses=problem_responses(Unauthorized, Forbidden, RequestInvalid),
+    responses=problem_responses(MalformedJson, Unauthorized, Forbidden, RequestInvalid),
 )
 def bulk_watchlist(
     body: WatchlistBulk, request: Request, session: SessionDep, client: AgencyDep

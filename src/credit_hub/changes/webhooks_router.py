@@ -22,7 +22,17 @@ from credit_hub.changes.schemas import (
 )
 from credit_hub.clock import ClockDep
 from credit_hub.db import SessionDep
-from credit_hub.errors import Forbidden, NotFound, RequestInvalid, Unauthorized, problem_responses
+from credit_hub.errors import (
+    Forbidden,
+    MalformedJson,
+    NotFound,
+    RequestInvalid,
+    Unauthorized,
+    problem_responses,
+)
+
+_READ = problem_responses(Unauthorized, Forbidden, NotFound, RequestInvalid)
+_WRITE = problem_responses(MalformedJson, Unauthorized, Forbidden, NotFound, RequestInvalid)
 
 router = APIRouter(prefix="/v1/subscriptions", tags=["changes"])
 
@@ -31,7 +41,7 @@ router = APIRouter(prefix="/v1/subscriptions", tags=["changes"])
     "",
     status_code=201,
     response_model=SubscriptionCreated,
-    responses=problem_responses(Unauthorized, Forbidden, RequestInvalid),
+    responses=problem_responses(MalformedJson, Unauthorized, Forbidden, RequestInvalid),
 )
 def create_subscription(
     body: SubscriptionCreate, request: Request, session: SessionDep, client: AgencyDep
@@ -55,7 +65,11 @@ def create_subscription(
     return SubscriptionRead.model_validate(subscription).model_dump() | {"secret": secret}
 
 
-@router.get("", response_model=list[SubscriptionRead], responses=problem_responses(Unauthorized))
+@router.get(
+    "",
+    response_model=list[SubscriptionRead],
+    responses=problem_responses(Unauthorized, Forbidden),
+)
 def list_subscriptions(session: SessionDep, client: AgencyDep) -> Any:
     """This agency's subscriptions."""
     return webhooks.list_for(session, client)
@@ -64,7 +78,7 @@ def list_subscriptions(session: SessionDep, client: AgencyDep) -> Any:
 @router.get(
     "/{subscription_id}",
     response_model=SubscriptionRead,
-    responses=problem_responses(Unauthorized, NotFound),
+    responses=_READ,
 )
 def get_subscription(subscription_id: uuid.UUID, session: SessionDep, client: AgencyDep) -> Any:
     """One subscription, with its failure count and why it was disabled, if it was."""
@@ -74,7 +88,7 @@ def get_subscription(subscription_id: uuid.UUID, session: SessionDep, client: Ag
 @router.patch(
     "/{subscription_id}",
     response_model=SubscriptionRead,
-    responses=problem_responses(Unauthorized, NotFound, RequestInvalid),
+    responses=_WRITE,
 )
 def update_subscription(
     subscription_id: uuid.UUID,
@@ -90,9 +104,7 @@ def update_subscription(
     return webhooks.update_one(session, found, client, request.app.state.settings, changes)
 
 
-@router.delete(
-    "/{subscription_id}", status_code=204, responses=problem_responses(Unauthorized, NotFound)
-)
+@router.delete("/{subscription_id}", status_code=204, responses=_READ)
 def delete_subscription(
     subscription_id: uuid.UUID, session: SessionDep, client: AgencyDep
 ) -> Response:
@@ -104,7 +116,7 @@ def delete_subscription(
 @router.post(
     "/{subscription_id}/secret",
     response_model=SecretRead,
-    responses=problem_responses(Unauthorized, NotFound, RequestInvalid),
+    responses=_WRITE,
 )
 def rotate_subscription_secret(
     subscription_id: uuid.UUID,
@@ -123,7 +135,7 @@ def rotate_subscription_secret(
 @router.get(
     "/{subscription_id}/deliveries",
     response_model=list[DeliveryRead],
-    responses=problem_responses(Unauthorized, NotFound),
+    responses=_READ,
 )
 def list_deliveries(
     subscription_id: uuid.UUID,
@@ -143,7 +155,7 @@ def list_deliveries(
 @router.post(
     "/{subscription_id}/deliveries/{delivery_id}/redeliver",
     response_model=DeliveryRead,
-    responses=problem_responses(Unauthorized, NotFound),
+    responses=_READ,
 )
 def redeliver(
     subscription_id: uuid.UUID,

@@ -470,7 +470,9 @@ def _error_rows(
         {
             "submission_id": job.row.id,
             "row": number,
-            "source_id": next((r.source_id for r in found if r.source_id), None),
+            # The column holds 200 characters; a rejected row's id may be any length (PostgreSQL
+            # would refuse it and fail the whole job). The full id is in the encrypted cells.
+            "source_id": next((r.source_id[:200] for r in found if r.source_id), None),
             "errors": [{"pointer": r.pointer, "code": r.code, "message": r.message} for r in found],
             "cells_enc": ctx.keyring.encrypt(orjson.dumps(rows[number].cells)),
         }

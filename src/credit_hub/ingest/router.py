@@ -144,9 +144,7 @@ def push_records(
         )
         return _respond(report, 200)
     if not checked or (mode == "atomic" and rejected):
-        raise service.nothing_stored(
-            found, rejected, received, mode, body_sha256, received_at
-        )
+        raise service.nothing_stored(found, rejected, received, mode, body_sha256, received_at)
     with db.write() as session:
         report, replayed = service.store(
             session,

@@ -218,7 +218,7 @@ def list_submissions(
 @router.get(
     "/{submission_id}",
     response_model=SubmissionRead,
-    responses=problem_responses(Unauthorized, Forbidden, NotFound),
+    responses=problem_responses(Unauthorized, Forbidden, NotFound, RequestInvalid),
 )
 def get_submission(
     submission_id: uuid.UUID, client: DepartmentDep, db: DbDep, clock: ClockDep
@@ -236,7 +236,7 @@ def get_submission(
             "description": "The rejected rows",
             "content": {"text/csv": {}, "application/x-ndjson": {}},
         },
-        **problem_responses(Unauthorized, Forbidden, NotFound, NotAcceptable),
+        **problem_responses(Unauthorized, Forbidden, NotFound, NotAcceptable, RequestInvalid),
     },
 )
 def get_submission_errors(

@@ -12,7 +12,14 @@ from fastapi import APIRouter, Query, Request
 from credit_hub.access.auth import DepartmentDep, OperatorDep
 from credit_hub.clock import ClockDep
 from credit_hub.db import SessionDep
-from credit_hub.errors import Forbidden, NotFound, RequestInvalid, Unauthorized, problem_responses
+from credit_hub.errors import (
+    Forbidden,
+    MalformedJson,
+    NotFound,
+    RequestInvalid,
+    Unauthorized,
+    problem_responses,
+)
 from credit_hub.objections import maintenance, repairs, service
 from credit_hub.objections.models import ObjectionStatus, RepairStatus
 from credit_hub.objections.schemas import (
@@ -45,7 +52,9 @@ def _no_agencies(actor: Actor) -> None:
     "/v1/objections",
     status_code=201,
     response_model=ObjectionRead,
-    responses=problem_responses(*_AUTH, NotFound, service.ObjectionAlreadyOpen, RequestInvalid),
+    responses=problem_responses(
+        MalformedJson, *_AUTH, NotFound, service.ObjectionAlreadyOpen, RequestInvalid
+    ),
 )
 def file_objection(
     body: ObjectionCreate,
@@ -92,7 +101,7 @@ def list_objections(
 @router.get(
     "/v1/objections/{objection_id}",
     response_model=ObjectionRead,
-    responses=problem_responses(*_AUTH, NotFound),
+    responses=problem_responses(*_AUTH, NotFound, RequestInvalid),
 )
 def get_objection(
     objection_id: uuid.UUID, session: SessionDep, clock: ClockDep, actor: ActorDep
@@ -105,7 +114,12 @@ def get_objection(
     "/v1/objections/{objection_id}/answer",
     response_model=ObjectionRead,
     responses=problem_responses(
-        *_AUTH, NotFound, service.AlreadyDecided, service.CorrectionMissing, RequestInvalid
+        MalformedJson,
+        *_AUTH,
+        NotFound,
+        service.AlreadyDecided,
+        service.CorrectionMissing,
+        RequestInvalid,
     ),
 )
 def answer_objection(
@@ -127,7 +141,12 @@ def answer_objection(
     status_code=201,
     response_model=RepairRead,
     responses=problem_responses(
-        *_AUTH, NotFound, service.RecordNotEligible, repairs.RepairTooEarly
+        MalformedJson,
+        *_AUTH,
+        NotFound,
+        service.RecordNotEligible,
+        repairs.RepairTooEarly,
+        RequestInvalid,
     ),
 )
 def apply_for_repair(
@@ -182,7 +201,7 @@ def list_repairs(
 @router.get(
     "/v1/repairs/{repair_id}",
     response_model=RepairRead,
-    responses=problem_responses(*_AUTH, NotFound),
+    responses=problem_responses(*_AUTH, NotFound, RequestInvalid),
 )
 def get_repair(
     repair_id: uuid.UUID, session: SessionDep, clock: ClockDep, actor: ActorDep
@@ -194,7 +213,9 @@ def get_repair(
 @router.post(
     "/v1/repairs/{repair_id}/decision",
     response_model=RepairRead,
-    responses=problem_responses(*_AUTH, NotFound, service.AlreadyDecided, RequestInvalid),
+    responses=problem_responses(
+        MalformedJson, *_AUTH, NotFound, service.AlreadyDecided, RequestInvalid
+    ),
 )
 def decide_repair(
     repair_id: uuid.UUID,

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import text
 
+from credit_hub import ratelimit
 from credit_hub.errors import ServiceUnavailable, problem_responses
 from credit_hub.migrate import current_revision
 
@@ -71,7 +72,12 @@ def readyz(request: Request) -> Any:
     )
 
 
-@router.get("/v1/keys", response_model=PublicKeys, tags=["receipts"])
+@router.get(
+    "/v1/keys",
+    response_model=PublicKeys,
+    tags=["receipts"],
+    dependencies=[Depends(ratelimit.by_address)],
+)
 def get_public_keys(request: Request) -> JSONResponse:
     """The hub's Ed25519 public key: verify a submission receipt offline with it."""
     keyring = request.app.state.keyring

@@ -14,7 +14,14 @@ from credit_hub.access.models import Scope
 from credit_hub.access.service import Principal
 from credit_hub.clock import ClockDep
 from credit_hub.db import SessionDep
-from credit_hub.errors import Forbidden, NotFound, RequestInvalid, Unauthorized, problem_responses
+from credit_hub.errors import (
+    Forbidden,
+    MalformedJson,
+    NotFound,
+    RequestInvalid,
+    Unauthorized,
+    problem_responses,
+)
 from credit_hub.profiles import service
 from credit_hub.profiles.schemas import LookupRequest, Profile, ScreenReport, ScreenRequest
 from credit_hub.subjects import service as subjects
@@ -109,7 +116,10 @@ def read_profile(
 @router.post(
     "/v1/subjects/lookup",
     response_model=Profile,
-    responses=problem_responses(Unauthorized, Forbidden, NotFound, RequestInvalid),
+    responses={
+        304: {"description": "Not modified since the ETag given in If-None-Match"},
+        **problem_responses(MalformedJson, Unauthorized, Forbidden, NotFound, RequestInvalid),
+    },
 )
 def lookup_person(
     body: LookupRequest,
@@ -140,7 +150,7 @@ def lookup_person(
 @router.post(
     "/v1/profiles/screen",
     response_model=ScreenReport,
-    responses=problem_responses(Unauthorized, Forbidden, RequestInvalid),
+    responses=problem_responses(MalformedJson, Unauthorized, Forbidden, RequestInvalid),
 )
 def screen_subjects(
     body: ScreenRequest,

@@ -9,7 +9,15 @@ from fastapi import APIRouter, Request
 from credit_hub.access.auth import ClientDep, DepartmentDep
 from credit_hub.clock import ClockDep
 from credit_hub.db import SessionDep
-from credit_hub.errors import Conflict, NotFound, RequestInvalid, Unauthorized, problem_responses
+from credit_hub.errors import (
+    Conflict,
+    Forbidden,
+    MalformedJson,
+    NotFound,
+    RequestInvalid,
+    Unauthorized,
+    problem_responses,
+)
 from credit_hub.records import service
 from credit_hub.records.schemas import RecordHistory, RecordRead, WithdrawRequest
 
@@ -19,7 +27,7 @@ router = APIRouter(prefix="/v1/records", tags=["records"])
 @router.get(
     "/{record_id}",
     response_model=RecordRead,
-    responses=problem_responses(Unauthorized, NotFound),
+    responses=problem_responses(Unauthorized, NotFound, RequestInvalid),
 )
 def get_record(
     record_id: uuid.UUID, request: Request, session: SessionDep, client: ClientDep
@@ -31,7 +39,7 @@ def get_record(
 @router.get(
     "/{record_id}/history",
     response_model=RecordHistory,
-    responses=problem_responses(Unauthorized, NotFound),
+    responses=problem_responses(Unauthorized, NotFound, RequestInvalid),
 )
 def get_record_history(
     record_id: uuid.UUID, request: Request, session: SessionDep, client: ClientDep
@@ -43,7 +51,9 @@ def get_record_history(
 @router.post(
     "/{record_id}/withdraw",
     response_model=RecordRead,
-    responses=problem_responses(Unauthorized, NotFound, Conflict, RequestInvalid),
+    responses=problem_responses(
+        MalformedJson, Unauthorized, Forbidden, NotFound, Conflict, RequestInvalid
+    ),
 )
 def withdraw_record(
     record_id: uuid.UUID,

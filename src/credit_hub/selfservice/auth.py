@@ -15,6 +15,7 @@ from credit_hub.access.service import Principal
 from credit_hub.clock import ClockDep
 from credit_hub.db import DbDep
 from credit_hub.errors import Forbidden, Unauthorized
+from credit_hub.ratelimit import limit, limit_address
 from credit_hub.selfservice import service
 
 _bearer = HTTPBearer(
@@ -53,9 +54,11 @@ def current_actor(
         with db.read() as session:
             found = service.authenticate(session, credentials.credentials, now=clock.now())
         if found is None:
+            limit_address(request)
             raise Unauthorized(
                 "The subject session is unknown or has expired; redeem a new access code."
             )
+        limit(request, f"subject:{found.subject_id}")
         return Actor(subject_id=found.subject_id)
     return Actor(client=current_client(request, db, credentials))
 

@@ -3,12 +3,20 @@ own report."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 
+from credit_hub import ratelimit
 from credit_hub.access.auth import OperatorDep
 from credit_hub.clock import ClockDep
 from credit_hub.db import SessionDep
-from credit_hub.errors import Forbidden, NotFound, RequestInvalid, Unauthorized, problem_responses
+from credit_hub.errors import (
+    Forbidden,
+    MalformedJson,
+    NotFound,
+    RequestInvalid,
+    Unauthorized,
+    problem_responses,
+)
 from credit_hub.selfservice import report as reports
 from credit_hub.selfservice import service
 from credit_hub.selfservice.auth import SubjectDep
@@ -24,7 +32,9 @@ from credit_hub.subjects.models import Subject
 
 router = APIRouter(tags=["self"])
 
-_ISSUE_PROBLEMS = problem_responses(Unauthorized, Forbidden, NotFound, RequestInvalid)
+_ISSUE_PROBLEMS = problem_responses(
+    MalformedJson, Unauthorized, Forbidden, NotFound, RequestInvalid
+)
 
 
 def _issue(
@@ -104,7 +114,8 @@ def issue_person_access_code(
     "/v1/self/session",
     status_code=201,
     response_model=SessionIssued,
-    responses=problem_responses(service.AccessCodeInvalid, RequestInvalid),
+    dependencies=[Depends(ratelimit.by_address)],  # access codes must not be guessable
+    responses=problem_responses(MalformedJson, service.AccessCodeInvalid, RequestInvalid),
 )
 def open_self_session(
     body: SessionCreate, request: Request, session: SessionDep, clock: ClockDep

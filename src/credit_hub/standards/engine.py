@@ -16,6 +16,7 @@ Steps 1-2 are `validate()`, the hot path measured by `bench/validate.py`; `check
 from __future__ import annotations
 
 import calendar
+import itertools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
@@ -31,6 +32,7 @@ from credit_hub.subjects import identifiers as ids
 LONG_TERM_FROM = date(2099, 12, 31)
 SEVERITY_ORDER = {"minor": 0, "general": 1, "serious": 2}
 RESIDENT_ID_TYPE = "身份证"
+MAX_VALUE_DEPTH = 32  # levels inside one field; jsonschema-rs gives up at 255
 
 
 @dataclass(frozen=True, slots=True)
@@ -376,6 +378,8 @@ class RecordEngine:
     # 3-4. normalize and derive ---------------------------------------------------------------
 
     def check(self, raw: object, *, today: date | None = None) -> Outcome:
+        if isinstance(raw, dict) and (screened := _screen(raw)) is not None:
+            return Outcome(violations=[screened])
         record, originals, problems = self.validate(raw)
         if problems or record is None:
             return Outcome(violations=problems)
@@ -585,6 +589,44 @@ def _decimal(value: Any, scale: int) -> tuple[str, str | None]:
     if isinstance(exponent, int) and -exponent > scale:
         return "", f"at most {scale} decimal places are allowed."
     return format(amount.normalize(), "f"), None
+
+
+def _screen(record: Mapping[Any, Any]) -> Violation | None:
+    """What no field may hold, checked before the schema: a NUL character (U+0000; PostgreSQL
+    text cannot hold one, so SQLite gets the same answer) and values nested deeper than
+    MAX_VALUE_DEPTH (the schema validator stops at 255 levels with an error). The value is
+    never echoed back: a message or pointer holding NUL could not be stored in a report."""
+    for key, value in record.items():
+        if value.__class__ is str:
+            problem = "nul_character" if "\x00" in value else None
+        elif isinstance(value, list | dict):
+            problem = _container_problem(value, MAX_VALUE_DEPTH)
+        else:
+            problem = None
+        if problem is None and isinstance(key, str) and "\x00" in key:
+            problem = "nul_character"
+        if problem is not None:
+            name = str(key).replace("\x00", "\ufffd")
+            message = (
+                f"{name} contains a NUL character (U+0000), which no text field may hold."
+                if problem == "nul_character"
+                else f"{name} is nested more than {MAX_VALUE_DEPTH} levels deep."
+            )
+            return Violation(json_pointer([name]), problem, message)
+    return None
+
+
+def _container_problem(value: list[Any] | dict[Any, Any], depth: int) -> str | None:
+    if depth <= 0:
+        return "too_deep"
+    items: Any = value if isinstance(value, list) else itertools.chain(value, value.values())
+    for item in items:
+        if item.__class__ is str:
+            if "\x00" in item:
+                return "nul_character"
+        elif isinstance(item, list | dict) and (found := _container_problem(item, depth - 1)):
+            return found
+    return None
 
 
 def _json_type(value: object) -> str:

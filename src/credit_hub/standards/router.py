@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
+from credit_hub import ratelimit
 from credit_hub.bodies import read_json_body
 from credit_hub.errors import (
     MalformedBody,
@@ -21,7 +22,10 @@ from credit_hub.standards import service
 from credit_hub.standards.registry import Standards
 from credit_hub.standards.schemas import StandardRead, ValidateRequest, ValidationReport
 
-router = APIRouter(prefix="/v1/standards", tags=["standards"])
+# No key needed: each address gets the per-client rate (the validator costs CPU).
+router = APIRouter(
+    prefix="/v1/standards", tags=["standards"], dependencies=[Depends(ratelimit.by_address)]
+)
 
 
 def get_standards(request: Request) -> Standards:
@@ -41,7 +45,7 @@ def list_standards(standards: StandardsDep) -> list[StandardRead]:
 @router.get(
     "/{standard_id}",
     response_model=StandardRead,
-    responses=problem_responses(StandardNotFound),
+    responses=problem_responses(StandardNotFound, RequestInvalid),
 )
 def get_standard(standard_id: str, standards: StandardsDep) -> StandardRead:
     """One standard and its versions."""
@@ -56,7 +60,7 @@ def get_standard(standard_id: str, standards: StandardsDep) -> StandardRead:
             "publication",
             "content": {"application/schema+json": {}},
         },
-        **problem_responses(StandardNotFound),
+        **problem_responses(StandardNotFound, RequestInvalid),
     },
 )
 def get_standard_version(standard_id: str, version: str, standards: StandardsDep) -> JSONResponse:

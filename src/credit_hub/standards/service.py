@@ -72,12 +72,17 @@ def source_id_of(found: StandardVersion, record: Any) -> str | None:
     for key, value in record.items():
         name = engine.aliases.get(key.strip().casefold()) if isinstance(key, str) else None
         if name == spec["field"] and value:
-            return str(value)
+            return _printable(value)
     for key, value in record.items():
         name = engine.aliases.get(key.strip().casefold()) if isinstance(key, str) else None
         if name == spec["default_from"] and value:
-            return str(value)
+            return _printable(value)
     return None
+
+
+def _printable(value: object) -> str:
+    # NUL cannot be stored in a report on PostgreSQL (the record itself is rejected for it).
+    return str(value).replace("\x00", "\ufffd")
 
 
 def validate_records(found: StandardVersion, records: Iterable[Any]) -> ValidationReport:

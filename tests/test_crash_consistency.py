@@ -30,9 +30,7 @@ import itertools
 import os
 import random
 import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -46,9 +44,8 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from sqlalchemy import create_engine, make_url, select, text
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.pool import NullPool
 
 from credit_hub.access import service as access
 from credit_hub.access.models import ClientKind
@@ -56,14 +53,11 @@ from credit_hub.audit.service import verify
 from credit_hub.config import Settings
 from credit_hub.db import make_engine, make_sessionmaker
 from credit_hub.ingest.models import Submission
-from credit_hub.keyring import SECRET_NAMES, generate_env, load_keyring
-from credit_hub.migrate import upgrade
 from credit_hub.records.models import Record, RecordVersion
 from tests import factories
+from tests.live import BIN, dedicated_settings, environment, free_port
 
-SERVER_DATABASE_URL = os.environ.get("CREDIT_HUB_TEST_DATABASE_URL")
 DATABASE_NAME = "credit_hub_test_crash"
-BIN = Path(sys.executable).parent
 STANDARD = "administrative_penalty"
 KILLS = int(os.environ.get("CREDIT_HUB_CRASH_KILLS", "20"))
 SEED = int(os.environ.get("CREDIT_HUB_CRASH_SEED") or time.time_ns() % 1_000_000)
@@ -246,71 +240,26 @@ def uploader(
 # -- the database and the server --------------------------------------------------------------
 
 
-def _admin_url() -> Any:
-    assert SERVER_DATABASE_URL
-    return make_url(SERVER_DATABASE_URL).set(drivername="postgresql+psycopg")
-
-
-def _recreate_database(*, create: bool) -> None:
-    admin = create_engine(
-        _admin_url().set(database="postgres"), isolation_level="AUTOCOMMIT", poolclass=NullPool
-    )
-    with admin.connect() as connection:
-        connection.execute(text(f"DROP DATABASE IF EXISTS {DATABASE_NAME} WITH (FORCE)"))
-        if create:
-            connection.execute(text(f"CREATE DATABASE {DATABASE_NAME}"))
-    admin.dispose()
-
-
 @pytest.fixture(scope="module")
 def hub_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    folder = tmp_path_factory.mktemp("crash")
-    secrets: dict[str, str] = {}
-    if SERVER_DATABASE_URL:
-        _recreate_database(create=True)
-        url = _admin_url().set(database=DATABASE_NAME).render_as_string(hide_password=False)
-        assignments = dict(line.split("=", 1) for line in generate_env().splitlines())
-        secrets = {k.removeprefix("CREDIT_HUB_").lower(): v for k, v in assignments.items()}
-    else:
-        url = f"sqlite:///{folder / 'hub.db'}"
-    settings = Settings(
-        database_url=url,
-        secrets_file=folder / "secrets.json",
-        spool_dir=folder / "spool",
-        **secrets,  # type: ignore[arg-type]
-    )
-    upgrade(settings)
-    load_keyring(settings)
-    yield settings
-    if SERVER_DATABASE_URL:
-        _recreate_database(create=False)
+    with dedicated_settings(tmp_path_factory.mktemp("crash"), DATABASE_NAME) as settings:
+        yield settings
 
 
 class Service:
     """`credit-hub serve --workers 1` on one port, started and killed again and again."""
 
     def __init__(self, settings: Settings, log_path: Path) -> None:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = int(probe.getsockname()[1])
+        self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
-        self.env = os.environ | {
-            "CREDIT_HUB_DATABASE_URL": settings.database_url,
-            "CREDIT_HUB_SPOOL_DIR": str(settings.spool_dir),
-            "CREDIT_HUB_LOG_LEVEL": "warning",
-            "CREDIT_HUB_MAINTENANCE_EVERY_HOURS": "0",
-            "CREDIT_HUB_WEBHOOKS_WORKER": "false",
-            "CREDIT_HUB_WORKER_POLL_SECONDS": "0.2",
-            "CREDIT_HUB_JOB_CHUNK_ROWS": "50",  # several chunks per file: kills land mid-job
-            "CREDIT_HUB_JOB_LEASE_SECONDS": "2",  # a killed worker's job is taken over soon
-        }
-        if settings.is_sqlite:
-            self.env["CREDIT_HUB_SECRETS_FILE"] = str(settings.secrets_file)
-        else:
-            for name in SECRET_NAMES:
-                self.env[f"CREDIT_HUB_{name.upper()}"] = getattr(settings, name).get_secret_value()
+        self.env = environment(
+            settings,
+            CREDIT_HUB_WORKER_POLL_SECONDS="0.2",
+            CREDIT_HUB_JOB_CHUNK_ROWS="50",  # several chunks per file: kills land mid-job
+            CREDIT_HUB_JOB_LEASE_SECONDS="2",  # a killed worker's job is taken over soon
+        )
 
     def start(self) -> None:
         command = [
@@ -541,7 +490,9 @@ def check(ledger: Ledger, stored: Stored) -> dict[str, Any]:
 
 def test_sigkill_loses_no_acknowledged_record(hub_settings: Settings, tmp_path: Path) -> None:
     figures = run_with_kills(hub_settings, tmp_path / "server.log", KILLS)
-    print(f"\ncrash consistency ({'postgresql' if SERVER_DATABASE_URL else 'sqlite'}): {figures}")
+    print(
+        f"\ncrash consistency ({'sqlite' if hub_settings.is_sqlite else 'postgresql'}): {figures}"
+    )
     assert figures["kills"] >= min(KILLS, 20)
     assert figures["acknowledged_pushes"] > KILLS  # the kills hit a working service
     assert figures["uploads"], "no file was uploaded"

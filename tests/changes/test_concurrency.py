@@ -7,10 +7,8 @@ or a separate PostgreSQL database next to CREDIT_HUB_TEST_DATABASE_URL).
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -22,9 +20,8 @@ from typing import Any
 import orjson
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, func, make_url, select, text
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.pool import NullPool
 
 from credit_hub.access import service as access
 from credit_hub.access.models import ClientKind
@@ -34,55 +31,24 @@ from credit_hub.changes import webhooks
 from credit_hub.changes.models import ChangeEvent, Delivery
 from credit_hub.config import Settings
 from credit_hub.db import make_engine, make_sessionmaker
-from credit_hub.keyring import SECRET_NAMES, generate_env, load_keyring
-from credit_hub.migrate import upgrade
+from credit_hub.keyring import load_keyring
 from tests import factories
+from tests.live import BIN, dedicated_settings, environment
 
-SERVER_DATABASE_URL = os.environ.get("CREDIT_HUB_TEST_DATABASE_URL")
 DATABASE_NAME = "credit_hub_test_changes"
 WRITERS = 6
 ROUNDS = 5
 
 
-def _admin_url() -> Any:
-    assert SERVER_DATABASE_URL
-    return make_url(SERVER_DATABASE_URL).set(drivername="postgresql+psycopg")
-
-
-def _recreate_database(*, create: bool) -> None:
-    admin = create_engine(
-        _admin_url().set(database="postgres"), isolation_level="AUTOCOMMIT", poolclass=NullPool
-    )
-    with admin.connect() as connection:
-        connection.execute(text(f"DROP DATABASE IF EXISTS {DATABASE_NAME} WITH (FORCE)"))
-        if create:
-            connection.execute(text(f"CREATE DATABASE {DATABASE_NAME}"))
-    admin.dispose()
-
-
 @pytest.fixture(scope="module")
 def hub_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    folder = tmp_path_factory.mktemp("changes")
-    secrets: dict[str, str] = {}
-    if SERVER_DATABASE_URL:
-        _recreate_database(create=True)
-        url = _admin_url().set(database=DATABASE_NAME).render_as_string(hide_password=False)
-        assignments = dict(line.split("=", 1) for line in generate_env().splitlines())
-        secrets = {k.removeprefix("CREDIT_HUB_").lower(): v for k, v in assignments.items()}
-    else:
-        url = f"sqlite:///{folder / 'hub.db'}"
-    settings = Settings(
-        database_url=url,
-        secrets_file=folder / "secrets.json",
+    with dedicated_settings(
+        tmp_path_factory.mktemp("changes"),
+        DATABASE_NAME,
         webhooks_worker=False,
         webhooks_allow_loopback=True,
-        **secrets,  # type: ignore[arg-type]
-    )
-    upgrade(settings)
-    load_keyring(settings)
-    yield settings
-    if SERVER_DATABASE_URL:
-        _recreate_database(create=False)
+    ) as settings:
+        yield settings
 
 
 @pytest.fixture(scope="module")
@@ -226,20 +192,14 @@ class Hook(BaseHTTPRequestHandler):
 
 
 def deliverer_process(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
-    env = os.environ | {
-        "CREDIT_HUB_DATABASE_URL": settings.database_url,
-        "CREDIT_HUB_WEBHOOKS_ALLOW_LOOPBACK": "true",
-        "CREDIT_HUB_WEBHOOKS_LEASE_SECONDS": "2",
-        "CREDIT_HUB_WEBHOOKS_POLL_SECONDS": "0.1",
-        "CREDIT_HUB_WEBHOOKS_CONCURRENCY": "4",
-        "CREDIT_HUB_LOG_LEVEL": "warning",
-    }
-    if settings.is_sqlite:
-        env["CREDIT_HUB_SECRETS_FILE"] = str(settings.secrets_file)
-    else:
-        for name in SECRET_NAMES:
-            env[f"CREDIT_HUB_{name.upper()}"] = getattr(settings, name).get_secret_value()
-    command = [str(Path(sys.executable).with_name("credit-hub")), "webhooks", "deliver"]
+    env = environment(
+        settings,
+        CREDIT_HUB_WEBHOOKS_ALLOW_LOOPBACK="true",
+        CREDIT_HUB_WEBHOOKS_LEASE_SECONDS="2",
+        CREDIT_HUB_WEBHOOKS_POLL_SECONDS="0.1",
+        CREDIT_HUB_WEBHOOKS_CONCURRENCY="4",
+    )
+    command = [str(BIN / "credit-hub"), "webhooks", "deliver"]
     with log.open("ab") as out:
         return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
 

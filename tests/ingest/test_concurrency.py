@@ -9,18 +9,12 @@ CREDIT_HUB_TEST_DATABASE_URL) and drives the app without dependency overrides.
 from __future__ import annotations
 
 import multiprocessing
-import os
-import socket
-import subprocess
-import sys
 import threading
-import time
 import traceback
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from itertools import pairwise
@@ -30,22 +24,17 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, func, make_url, select, text
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.pool import NullPool
 
-from credit_hub.access import service as access
-from credit_hub.access.models import ClientKind
 from credit_hub.app import create_app
 from credit_hub.config import Settings
 from credit_hub.db import make_engine, make_sessionmaker
 from credit_hub.ingest.models import Submission
-from credit_hub.keyring import SECRET_NAMES, generate_env, load_keyring
-from credit_hub.migrate import upgrade
 from credit_hub.records.models import Record, RecordVersion
 from tests import factories
+from tests.live import dedicated_settings, new_department, running_server
 
-SERVER_DATABASE_URL = os.environ.get("CREDIT_HUB_TEST_DATABASE_URL")
 DATABASE_NAME = "credit_hub_test_concurrency"
 URL = "/v1/records"
 
@@ -95,45 +84,10 @@ def push(client: httpx.Client, key: str, worker: int, round_: int) -> Push:
 # -- the module's own database ----------------------------------------------------------------
 
 
-def _server_admin_url() -> Any:
-    assert SERVER_DATABASE_URL
-    return make_url(SERVER_DATABASE_URL).set(drivername="postgresql+psycopg")
-
-
-def _recreate_database(*, create: bool) -> None:
-    admin = create_engine(
-        _server_admin_url().set(database="postgres"),
-        isolation_level="AUTOCOMMIT",
-        poolclass=NullPool,
-    )
-    with admin.connect() as connection:
-        connection.execute(text(f"DROP DATABASE IF EXISTS {DATABASE_NAME} WITH (FORCE)"))
-        if create:
-            connection.execute(text(f"CREATE DATABASE {DATABASE_NAME}"))
-    admin.dispose()
-
-
 @pytest.fixture(scope="module")
 def hub_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    folder = tmp_path_factory.mktemp("concurrency")
-    secrets: dict[str, str] = {}
-    if SERVER_DATABASE_URL:
-        _recreate_database(create=True)
-        url = _server_admin_url().set(database=DATABASE_NAME).render_as_string(hide_password=False)
-        assignments = dict(line.split("=", 1) for line in generate_env().splitlines())
-        secrets = {k.removeprefix("CREDIT_HUB_").lower(): v for k, v in assignments.items()}
-    else:
-        url = f"sqlite:///{folder / 'hub.db'}"
-    settings = Settings(
-        database_url=url,
-        secrets_file=folder / "secrets.json",
-        **secrets,  # type: ignore[arg-type]
-    )
-    upgrade(settings)
-    load_keyring(settings)  # on SQLite: write the secrets file once, before any server starts
-    yield settings
-    if SERVER_DATABASE_URL:
-        _recreate_database(create=False)
+    with dedicated_settings(tmp_path_factory.mktemp("concurrency"), DATABASE_NAME) as settings:
+        yield settings
 
 
 @pytest.fixture(scope="module")
@@ -141,22 +95,6 @@ def sessions(hub_settings: Settings) -> Iterator[sessionmaker[Session]]:
     engine = make_engine(hub_settings)
     yield make_sessionmaker(engine)
     engine.dispose()
-
-
-def new_department(sessions: sessionmaker[Session]) -> tuple[uuid.UUID, str]:
-    """A department registered in a committed transaction: (client id, API key)."""
-    with sessions.begin() as session:
-        client = access.create_client(
-            session,
-            kind=ClientKind.DEPARTMENT,
-            name="福州市市场监督管理局",
-            uscc=factories.DEPARTMENT_USCC,
-            standards=["administrative_penalty"],
-            scopes=[],
-            pushes_for=[],
-        )
-        _, key = access.issue_key(session, client)
-        return client.id, key
 
 
 def assert_history(
@@ -244,54 +182,6 @@ def test_parallel_threads_keep_one_record_per_key_and_gap_free_versions(
 # -- (b) the real server with two worker processes, four pushing processes ----------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@contextmanager
-def running_server(settings: Settings, log_path: Path) -> Iterator[str]:
-    """`credit-hub serve --workers 2` on a free port; yields its base URL once /readyz says so."""
-    port = _free_port()
-    base_url = f"http://127.0.0.1:{port}"
-    env = os.environ | {"CREDIT_HUB_DATABASE_URL": settings.database_url}
-    env["CREDIT_HUB_LOG_LEVEL"] = "warning"
-    if settings.is_sqlite:
-        env["CREDIT_HUB_SECRETS_FILE"] = str(settings.secrets_file)
-    else:
-        for name in SECRET_NAMES:
-            secret = getattr(settings, name)
-            env[f"CREDIT_HUB_{name.upper()}"] = secret.get_secret_value()
-    command = [
-        str(Path(sys.executable).with_name("credit-hub")),
-        *("serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2", "--no-migrate"),
-    ]
-    with log_path.open("wb") as log:
-        server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if server.poll() is not None:
-                pytest.fail(f"the server exited with {server.returncode}:\n{log_path.read_text()}")
-            try:
-                if httpx.get(f"{base_url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"the server was not ready within 30 s:\n{log_path.read_text()}")
-            time.sleep(0.1)  # polling for readiness, not synchronizing the pushes
-        yield base_url
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(timeout=10)
-
-
 def _push_from_process(
     base_url: str,
     key: str,
@@ -314,7 +204,7 @@ def test_parallel_processes_against_the_served_app(
 ) -> None:
     department_id, key = new_department(sessions)
     context = multiprocessing.get_context("spawn")
-    with running_server(hub_settings, tmp_path / "server.log") as base_url:
+    with running_server(hub_settings, tmp_path / "server.log", workers=2) as base_url:
         start = context.Barrier(PROCESSES)
         results = context.Queue()
         workers = [

@@ -12,82 +12,35 @@ import csv
 import io
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
-import httpx
 import orjson
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, func, make_url, select, text
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.pool import NullPool
 
-from credit_hub.access import service as access
-from credit_hub.access.models import ClientKind
 from credit_hub.app import create_app
 from credit_hub.audit.models import AuditEvent
 from credit_hub.config import Settings
 from credit_hub.db import make_engine, make_sessionmaker
 from credit_hub.ingest.models import Submission
-from credit_hub.keyring import SECRET_NAMES, generate_env, load_keyring
-from credit_hub.migrate import upgrade
 from credit_hub.records.models import Record, RecordVersion
 from tests import factories
+from tests.live import BIN, dedicated_settings, environment, new_department, running_server
 
-SERVER_DATABASE_URL = os.environ.get("CREDIT_HUB_TEST_DATABASE_URL")
 DATABASE_NAME = "credit_hub_test_jobs"
-BIN = Path(sys.executable).parent
 STANDARD = "administrative_penalty"
-
-
-def _admin_url() -> Any:
-    assert SERVER_DATABASE_URL
-    return make_url(SERVER_DATABASE_URL).set(drivername="postgresql+psycopg")
-
-
-def _recreate_database(*, create: bool) -> None:
-    admin = create_engine(
-        _admin_url().set(database="postgres"), isolation_level="AUTOCOMMIT", poolclass=NullPool
-    )
-    with admin.connect() as connection:
-        connection.execute(text(f"DROP DATABASE IF EXISTS {DATABASE_NAME} WITH (FORCE)"))
-        if create:
-            connection.execute(text(f"CREATE DATABASE {DATABASE_NAME}"))
-    admin.dispose()
 
 
 @pytest.fixture(scope="module")
 def hub_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    folder = tmp_path_factory.mktemp("jobs")
-    secrets: dict[str, str] = {}
-    if SERVER_DATABASE_URL:
-        _recreate_database(create=True)
-        url = _admin_url().set(database=DATABASE_NAME).render_as_string(hide_password=False)
-        pairs = dict(line.split("=", 1) for line in generate_env().splitlines())
-        secrets = {k.removeprefix("CREDIT_HUB_").lower(): v for k, v in pairs.items()}
-    else:
-        url = f"sqlite:///{folder / 'hub.db'}"
-    settings = Settings(
-        database_url=url,
-        secrets_file=folder / "secrets.json",
-        spool_dir=folder / "spool",
-        worker_enabled=False,
-        maintenance_every_hours=0,
-        **secrets,  # type: ignore[arg-type]
-    )
-    upgrade(settings)
-    load_keyring(settings)
-    yield settings
-    if SERVER_DATABASE_URL:
-        _recreate_database(create=False)
+    with dedicated_settings(tmp_path_factory.mktemp("jobs"), DATABASE_NAME) as settings:
+        yield settings
 
 
 @pytest.fixture(scope="module")
@@ -95,37 +48,6 @@ def sessions(hub_settings: Settings) -> Iterator[sessionmaker[Session]]:
     engine = make_engine(hub_settings)
     yield make_sessionmaker(engine)
     engine.dispose()
-
-
-def new_department(sessions: sessionmaker[Session]) -> tuple[uuid.UUID, str]:
-    with sessions.begin() as session:
-        client = access.create_client(
-            session,
-            kind=ClientKind.DEPARTMENT,
-            name="福州市市场监督管理局",
-            uscc=factories.DEPARTMENT_USCC,
-            standards=[STANDARD],
-            scopes=[],
-            pushes_for=[],
-        )
-        _, key = access.issue_key(session, client)
-        return client.id, key
-
-
-def environment(settings: Settings, **extra: str) -> dict[str, str]:
-    env = os.environ | {
-        "CREDIT_HUB_DATABASE_URL": settings.database_url,
-        "CREDIT_HUB_SPOOL_DIR": str(settings.spool_dir),
-        "CREDIT_HUB_LOG_LEVEL": "warning",
-        "CREDIT_HUB_MAINTENANCE_EVERY_HOURS": "0",
-        "CREDIT_HUB_WEBHOOKS_WORKER": "false",
-    }
-    if settings.is_sqlite:
-        env["CREDIT_HUB_SECRETS_FILE"] = str(settings.secrets_file)
-    else:
-        for name in SECRET_NAMES:
-            env[f"CREDIT_HUB_{name.upper()}"] = getattr(settings, name).get_secret_value()
-    return env | extra
 
 
 def job(sessions: sessionmaker[Session], submission_id: str) -> Submission:
@@ -222,41 +144,6 @@ def test_a_worker_killed_mid_job_is_replaced_and_the_job_finishes_once(
     assert not list(Path(str(hub_settings.spool_dir)).glob(f"{submission_id}*"))
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@contextmanager
-def serving(settings: Settings, log_path: Path) -> Iterator[str]:
-    port = _free_port()
-    base_url = f"http://127.0.0.1:{port}"
-    env = environment(settings, CREDIT_HUB_WORKER_POLL_SECONDS="0.2")
-    command = [str(BIN / "credit-hub"), "serve", "--port", str(port), "--no-migrate"]
-    with log_path.open("wb") as log:
-        server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert server.poll() is None, log_path.read_text()
-            try:
-                if httpx.get(f"{base_url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, log_path.read_text()
-            time.sleep(0.1)
-        yield base_url
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(timeout=10)
-
-
 def test_credit_hub_push_against_a_running_service(
     hub_settings: Settings, sessions: sessionmaker[Session], tmp_path: Path
 ) -> None:
@@ -276,7 +163,9 @@ def test_credit_hub_push_against_a_running_service(
     path = tmp_path / "处罚信息.csv"
     path.write_bytes(buffer.getvalue().encode("gb18030"))
 
-    with serving(hub_settings, tmp_path / "server.log") as base_url:
+    with running_server(
+        hub_settings, tmp_path / "server.log", CREDIT_HUB_WORKER_POLL_SECONDS="0.2"
+    ) as base_url:
         env = os.environ | {"CREDIT_HUB_URL": base_url, "CREDIT_HUB_KEY": key}
         pushed = subprocess.run(
             [str(BIN / "credit-hub"), "push", str(path), "--standard", STANDARD],

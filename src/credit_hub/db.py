@@ -109,7 +109,14 @@ def make_engine(settings: Settings, **overrides: Any) -> Engine:
     url = settings.database_url
     overrides = {"json_serializer": _json_dumps, "json_deserializer": orjson.loads} | overrides
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False}, **overrides)
+        # SQLite writers queue on one lock anyway: a few connections (each with its own page
+        # cache) serve a worker as well as many, and keep its memory bounded.
+        sqlite_options: dict[str, Any] = {"pool_size": 4, "max_overflow": 4}
+        if ":memory:" in url:
+            sqlite_options = {}
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False}, **(sqlite_options | overrides)
+        )
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
         return engine

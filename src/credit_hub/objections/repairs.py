@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -21,6 +22,7 @@ from credit_hub.objections.service import (
     AlreadyDecided,
     RecordNotEligible,
     audit_as,
+    case_page,
     change,
     filed_by,
     record_for,
@@ -169,25 +171,15 @@ def listing(
     limit: int,
     before: uuid.UUID | None,
 ) -> RepairPage:
-    stmt = select(Repair).order_by(Repair.id.desc()).limit(limit + 1)
-    if actor.is_subject:
-        stmt = stmt.where(Repair.subject_id == actor.subject_id)
-    elif not actor.is_operator:
-        assert actor.client is not None
-        stmt = stmt.where(Repair.department_id == actor.client.id)
+    conditions: list[Any] = []
     if status is not None:
-        stmt = stmt.where(Repair.status == status)
+        conditions.append(Repair.status == status)
     if overdue:
-        stmt = stmt.where(Repair.status == RepairStatus.PENDING, Repair.decide_by < today)
-    if before is not None:
-        stmt = stmt.where(Repair.id < before)
-    found = session.scalars(stmt).all()
-    more = len(found) > limit
-    found = found[:limit]
-    return RepairPage(
-        items=[repair_read(r, today) for r in found],
-        next_cursor=str(found[-1].id) if more and found else None,
+        conditions += [Repair.status == RepairStatus.PENDING, Repair.decide_by < today]
+    found, cursor = case_page(
+        session, Repair, actor=actor, conditions=conditions, limit=limit, before=before
     )
+    return RepairPage(items=[repair_read(r, today) for r in found], next_cursor=cursor)
 
 
 def repairs_of_subject(session: Session, subject_id: uuid.UUID, *, today: date) -> list[RepairRead]:

@@ -15,7 +15,7 @@ from credit_hub.audit import service as audit
 from credit_hub.changes import service as changes
 from credit_hub.changes.service import Change, ChangeKind
 from credit_hub.errors import PROBLEM_BASE, Conflict, NotFound, RequestInvalid
-from credit_hub.objections.models import Objection, ObjectionStatus, Remedy
+from credit_hub.objections.models import Objection, ObjectionStatus, Remedy, Repair
 from credit_hub.objections.schemas import (
     ObjectionAnswer,
     ObjectionCreate,
@@ -229,6 +229,31 @@ def _withdraw(
     )
 
 
+def case_page(
+    session: Session,
+    model: type[Objection] | type[Repair],
+    *,
+    actor: Actor,
+    conditions: list[Any],
+    limit: int,
+    before: uuid.UUID | None,
+) -> tuple[list[Any], str | None]:
+    """A page of due-process cases the actor may see, newest first: a subject its own, a
+    department those on its records, an operator all."""
+    stmt = select(model).where(*conditions).order_by(model.id.desc()).limit(limit + 1)
+    if actor.is_subject:
+        stmt = stmt.where(model.subject_id == actor.subject_id)
+    elif not actor.is_operator:
+        assert actor.client is not None
+        stmt = stmt.where(model.department_id == actor.client.id)
+    if before is not None:
+        stmt = stmt.where(model.id < before)
+    found: list[Any] = list(session.scalars(stmt).all())
+    more = len(found) > limit
+    found = found[:limit]
+    return found, str(found[-1].id) if more and found else None
+
+
 def listing(
     session: Session,
     *,
@@ -239,25 +264,15 @@ def listing(
     limit: int,
     before: uuid.UUID | None,
 ) -> ObjectionPage:
-    stmt = select(Objection).order_by(Objection.id.desc()).limit(limit + 1)
-    if actor.is_subject:
-        stmt = stmt.where(Objection.subject_id == actor.subject_id)
-    elif not actor.is_operator:
-        assert actor.client is not None
-        stmt = stmt.where(Objection.department_id == actor.client.id)
+    conditions: list[Any] = []
     if status is not None:
-        stmt = stmt.where(Objection.status == status)
+        conditions.append(Objection.status == status)
     if overdue:
-        stmt = stmt.where(Objection.status == ObjectionStatus.OPEN, Objection.due_on < today)
-    if before is not None:
-        stmt = stmt.where(Objection.id < before)
-    found = session.scalars(stmt).all()
-    more = len(found) > limit
-    found = found[:limit]
-    return ObjectionPage(
-        items=[objection_read(o, today) for o in found],
-        next_cursor=str(found[-1].id) if more and found else None,
+        conditions += [Objection.status == ObjectionStatus.OPEN, Objection.due_on < today]
+    found, cursor = case_page(
+        session, Objection, actor=actor, conditions=conditions, limit=limit, before=before
     )
+    return ObjectionPage(items=[objection_read(o, today) for o in found], next_cursor=cursor)
 
 
 def objections_of_subject(

@@ -65,6 +65,20 @@ class Change:
     detail: dict[str, Any] = field(default_factory=dict)  # never personal data
     subject_key: str | None = None  # the subject's USCC when the caller knows it already
 
+    @classmethod
+    def about(cls, record: Any, kind: ChangeKind, at: datetime, **detail: Any) -> Change:
+        """The change `kind` to a record (an ORM Record or a row with the same columns)."""
+        return cls(
+            kind=kind,
+            record_id=record.id,
+            version=record.version,
+            subject_id=record.subject_id,
+            standard=record.standard,
+            department_id=record.department_id,
+            at=at,
+            detail=detail,
+        )
+
 
 def _chunks(values: Sequence[Any]) -> Iterable[Sequence[Any]]:
     for start in range(0, len(values), CHUNK):

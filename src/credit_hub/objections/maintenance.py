@@ -92,18 +92,7 @@ def _expire(session: Session, today: date, now: datetime) -> int:
         )
     changes.emit(
         session,
-        [
-            Change(
-                kind=ChangeKind.PUBLICATION_ENDED,
-                record_id=r.id,
-                version=r.version,
-                subject_id=r.subject_id,
-                standard=r.standard,
-                department_id=r.department_id,
-                at=now,
-            )
-            for r in rows
-        ],
+        [Change.about(r, ChangeKind.PUBLICATION_ENDED, now) for r in rows],
     )
     return len(rows)
 

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from credit_hub.access.service import Principal
 from credit_hub.audit import service as audit
 from credit_hub.changes import service as changes
-from credit_hub.changes.service import ChangeKind
+from credit_hub.changes.service import Change, ChangeKind
 from credit_hub.errors import PROBLEM_BASE, Conflict, NotFound, RequestInvalid
 from credit_hub.objections.calendar import add_working_days
 from credit_hub.objections.models import Repair, RepairStatus
@@ -23,7 +23,6 @@ from credit_hub.objections.service import (
     RecordNotEligible,
     audit_as,
     case_page,
-    change,
     filed_by,
     record_for,
 )
@@ -157,7 +156,7 @@ def decide(
         payload={"repair_id": str(repair.id)},
     )
     if body.outcome == "granted":
-        changes.emit(session, [change(record, ChangeKind.REPAIRED, now)])
+        changes.emit(session, [Change.about(record, ChangeKind.REPAIRED, now)])
     return repair
 
 

@@ -72,19 +72,6 @@ def audit_as(actor: Actor) -> dict[str, Any]:
     return {"actor": actor.client, "actor_kind": None if actor.client else "subject"}
 
 
-def change(record: Record, kind: ChangeKind, at: datetime, **detail: Any) -> Change:
-    return Change(
-        kind=kind,
-        record_id=record.id,
-        version=record.version,
-        subject_id=record.subject_id,
-        standard=record.standard,
-        department_id=record.department_id,
-        at=at,
-        detail=detail,
-    )
-
-
 def objection_read(objection: Objection, today: date) -> ObjectionRead:
     return ObjectionRead.model_validate(
         {
@@ -133,7 +120,7 @@ def file(
         result="open",
         payload={"objection_id": str(objection.id), "due_on": objection.due_on.isoformat()},
     )
-    changes.emit(session, [change(record, ChangeKind.OBJECTION_OPENED, now)])
+    changes.emit(session, [Change.about(record, ChangeKind.OBJECTION_OPENED, now)])
     return objection
 
 
@@ -201,7 +188,9 @@ def answer(
         result=body.outcome,
         payload={"objection_id": str(objection.id), "remedy": objection.remedy},
     )
-    changes.emit(session, [change(record, ChangeKind.OBJECTION_CLOSED, now, outcome=body.outcome)])
+    changes.emit(
+        session, [Change.about(record, ChangeKind.OBJECTION_CLOSED, now, outcome=body.outcome)]
+    )
     return objection
 
 

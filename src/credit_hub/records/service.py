@@ -90,20 +90,7 @@ def mark_withdrawn(
     record.withdraw_reason = reason[:2000]
     record.updated_at = now
     session.flush()
-    changes.emit(
-        session,
-        [
-            Change(
-                kind=ChangeKind.WITHDRAWN,
-                record_id=record.id,
-                version=record.version,
-                subject_id=record.subject_id,
-                standard=record.standard,
-                department_id=record.department_id,
-                at=now,
-            )
-        ],
-    )
+    changes.emit(session, [Change.about(record, ChangeKind.WITHDRAWN, now)])
     linked = {"objection_id": str(objection_id)} if objection_id else {}
     audit.record(
         session,

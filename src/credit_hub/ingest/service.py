@@ -343,29 +343,16 @@ def store(
     return report, False
 
 
-def write_checked(
+def _emit_changes(
     session: Session,
-    keyring: Keyring,
     found: StandardVersion,
     checked: list[Checked],
+    outcomes: list[dict[str, Any]],
     *,
     client: Principal,
-    submission_id: uuid.UUID,
     now: datetime,
-) -> tuple[list[dict[str, Any]], list[Rejection]]:
-    """Write checked records under an existing submission and emit their changes, in the
-    caller's transaction: (outcomes, late rejections). A batch push and each chunk of a file
-    submission both come through here."""
-    outcomes, late_rejections = _write_records(
-        session,
-        keyring,
-        found,
-        checked,
-        client=client,
-        submission_id=submission_id,
-        now=now,
-    )
-    by_index = {
+) -> None:
+    uscc_by_index = {
         c.index: c.outcome.derived.subject.uscc if c.outcome.derived else None for c in checked
     }
     changes.emit(
@@ -379,13 +366,12 @@ def write_checked(
                 standard=found.standard,
                 department_id=client.id,
                 at=now,
-                subject_key=by_index[o["index"]],
+                subject_key=uscc_by_index[o["index"]],
             )
             for o in outcomes
             if o["outcome"] != "unchanged"
         ],
     )
-    return outcomes, late_rejections
 
 
 def nothing_stored(
@@ -460,7 +446,7 @@ def _lock_natural_keys(session: Session, department_id: uuid.UUID, standard: str
     )
 
 
-def _write_records(
+def write_checked(
     session: Session,
     keyring: Keyring,
     found: StandardVersion,
@@ -470,6 +456,9 @@ def _write_records(
     submission_id: uuid.UUID,
     now: datetime,
 ) -> tuple[list[dict[str, Any]], list[Rejection]]:
+    """Write checked records under an existing submission and emit their changes, in the
+    caller's transaction: (outcomes, late rejections). A batch push and each chunk of a file
+    submission both come through here."""
     if not checked:
         return [], []
     _lock_natural_keys(session, client.id, found.standard)
@@ -580,6 +569,7 @@ def _write_records(
     if versions:
         bulk.insert_rows(session, table(RecordVersion), versions)
     outcomes.sort(key=lambda o: int(o["index"]))
+    _emit_changes(session, found, checked, outcomes, client=client, now=now)
     return outcomes, late
 
 

@@ -185,6 +185,20 @@ _BY_STATUS: dict[int, type[Problem]] = {
 }
 
 
+def invalid_field(pointer: str, code: str, message: str, **extensions: Any) -> RequestInvalid:
+    """A 422 about one place in the body, named by its RFC 6901 pointer."""
+    return RequestInvalid(
+        message, errors=[{"pointer": pointer, "code": code, "message": message}], **extensions
+    )
+
+
+def invalid_parameter(parameter: str, code: str, message: str) -> RequestInvalid:
+    """A 422 about one query or path parameter."""
+    return RequestInvalid(
+        message, errors=[{"parameter": parameter, "code": code, "message": message}]
+    )
+
+
 def json_pointer(parts: Iterable[str | int]) -> str:
     """RFC 6901: '/'-joined reference tokens with '~' and '/' escaped."""
     return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)

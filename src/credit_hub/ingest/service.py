@@ -27,7 +27,12 @@ from credit_hub.audit import service as audit
 from credit_hub.changes import service as changes
 from credit_hub.changes.service import Change, ChangeKind
 from credit_hub.db import new_id, table
-from credit_hub.errors import Forbidden, IdempotencyKeyReused, RecordsInvalid, RequestInvalid
+from credit_hub.errors import (
+    Forbidden,
+    IdempotencyKeyReused,
+    RecordsInvalid,
+    invalid_field,
+)
 from credit_hub.ingest.models import Submission
 from credit_hub.ingest.schemas import (
     Counts,
@@ -71,30 +76,29 @@ class Checked:
 def parse_batch(body: Any, *, max_records: int) -> Batch:
     """The envelope of `POST /v1/records`, with a precise problem for each way it can be wrong."""
 
-    def invalid(pointer: str, code: str, message: str) -> RequestInvalid:
-        return RequestInvalid(
-            message, errors=[{"pointer": pointer, "code": code, "message": message}]
-        )
-
     if not isinstance(body, dict):
-        raise invalid("", "type", "The body must be a JSON object {standard, mode, records}.")
+        raise invalid_field("", "type", "The body must be a JSON object {standard, mode, records}.")
     unknown = sorted(set(body) - {"standard", "version", "mode", "records"})
     if unknown:
-        raise invalid(f"/{unknown[0]}", "additional_property", f"Unknown member {unknown[0]!r}.")
+        raise invalid_field(
+            f"/{unknown[0]}", "additional_property", f"Unknown member {unknown[0]!r}."
+        )
     standard, version, mode = body.get("standard"), body.get("version"), body.get("mode", "partial")
     if not isinstance(standard, str) or not standard:
-        raise invalid("/standard", "required", "'standard' (a standard id) is required.")
+        raise invalid_field("/standard", "required", "'standard' (a standard id) is required.")
     if version is not None and not isinstance(version, str):
-        raise invalid("/version", "type", "'version' must be a string such as \"1.0\".")
+        raise invalid_field("/version", "type", "'version' must be a string such as \"1.0\".")
     if mode not in (Mode.PARTIAL, Mode.ATOMIC):
-        raise invalid("/mode", "enum", '\'mode\' must be "partial" or "atomic".')
+        raise invalid_field("/mode", "enum", '\'mode\' must be "partial" or "atomic".')
     records = body.get("records")
     if not isinstance(records, list):
-        raise invalid("/records", "type", "'records' must be a list of records.")
+        raise invalid_field("/records", "type", "'records' must be a list of records.")
     if not records:
-        raise invalid("/records", "min_items", "'records' is empty: push one or more records.")
+        raise invalid_field(
+            "/records", "min_items", "'records' is empty: push one or more records."
+        )
     if len(records) > max_records:
-        raise invalid(
+        raise invalid_field(
             "/records",
             "max_items",
             f"At most {max_records} records per push; {len(records)} given.",

@@ -14,7 +14,7 @@ from credit_hub.access.service import Principal
 from credit_hub.audit import service as audit
 from credit_hub.changes import service as changes
 from credit_hub.changes.service import Change, ChangeKind
-from credit_hub.errors import PROBLEM_BASE, Conflict, NotFound, RequestInvalid
+from credit_hub.errors import PROBLEM_BASE, Conflict, NotFound, invalid_field
 from credit_hub.objections.models import Objection, ObjectionStatus, Remedy, Repair
 from credit_hub.objections.schemas import (
     ObjectionAnswer,
@@ -45,12 +45,6 @@ class AlreadyDecided(Conflict):
 class CorrectionMissing(Conflict):
     type = PROBLEM_BASE + "correction-missing"
     title = "Push the corrected record before answering `corrected`"
-
-
-def invalid(pointer: str, code: str, message: str, **extensions: Any) -> RequestInvalid:
-    return RequestInvalid(
-        message, errors=[{"pointer": pointer, "code": code, "message": message}], **extensions
-    )
 
 
 def record_for(session: Session, record_id: uuid.UUID, actor: Actor) -> Record:
@@ -156,10 +150,10 @@ def answer(
         select(Record).where(Record.id == objection.record_id).with_for_update()
     ).one()
     if body.outcome == "rejected" and body.remedy is not None:
-        raise invalid("/remedy", "remedy.not_allowed", "A rejected objection has no remedy.")
+        raise invalid_field("/remedy", "remedy.not_allowed", "A rejected objection has no remedy.")
     if body.outcome == "upheld":
         if body.remedy is None:
-            raise invalid(
+            raise invalid_field(
                 "/remedy", "remedy.missing", "An upheld objection needs `corrected` or `withdrawn`."
             )
         if body.remedy == Remedy.CORRECTED:

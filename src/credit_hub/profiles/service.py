@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from credit_hub.access.models import Scope
 from credit_hub.access.service import Principal
 from credit_hub.audit import service as audit
-from credit_hub.errors import Forbidden, RequestInvalid
+from credit_hub.errors import Forbidden, RequestInvalid, invalid_parameter
 from credit_hub.keyring import Keyring
 from credit_hub.profiles import queries
 from credit_hub.profiles.schemas import (
@@ -56,12 +56,6 @@ class ReadRequest:
     include_withdrawn: bool
 
 
-def _invalid(parameter: str, code: str, message: str) -> RequestInvalid:
-    return RequestInvalid(
-        message, errors=[{"parameter": parameter, "code": code, "message": message}]
-    )
-
-
 def read_request(
     client: Principal,
     purposes: Sequence[str],
@@ -74,22 +68,24 @@ def read_request(
     today: date,
 ) -> ReadRequest:
     if not purpose:
-        raise _invalid("purpose", "purpose.missing", "State the purpose of this read.")
+        raise invalid_parameter("purpose", "purpose.missing", "State the purpose of this read.")
     if purpose not in purposes:
-        raise _invalid(
+        raise invalid_parameter(
             "purpose", "purpose.unknown", f"Purpose must be one of: {', '.join(purposes)}."
         )
     if not case_ref or not case_ref.strip():
-        raise _invalid("case_ref", "case_ref.missing", "Give the case or file reference.")
+        raise invalid_parameter("case_ref", "case_ref.missing", "Give the case or file reference.")
     if len(case_ref) > 200:
-        raise _invalid("case_ref", "case_ref.too_long", "case_ref has at most 200 characters.")
+        raise invalid_parameter(
+            "case_ref", "case_ref.too_long", "case_ref has at most 200 characters."
+        )
     if as_of is not None and as_of > today:
-        raise _invalid("as_of", "as_of.future", "as_of cannot be in the future.")
+        raise invalid_parameter("as_of", "as_of.future", "as_of cannot be in the future.")
     requested = {s for item in (standards or ()) for s in item.split(",") if s}
     allowed = client.standards
     unknown = requested - allowed
     if unknown:
-        raise _invalid(
+        raise invalid_parameter(
             "standards",
             "standards.not_allowed",
             f"Not registered to read: {', '.join(sorted(unknown))}.",
@@ -97,7 +93,9 @@ def read_request(
     wanted = frozenset(requested or allowed)
     options = {o for item in (include or ()) for o in item.split(",") if o}
     if options - set(INCLUDE_OPTIONS):
-        raise _invalid("include", "include.unknown", f"include takes {', '.join(INCLUDE_OPTIONS)}.")
+        raise invalid_parameter(
+            "include", "include.unknown", f"include takes {', '.join(INCLUDE_OPTIONS)}."
+        )
     if options and not client.has_scope(Scope.UNPUBLISHED):
         raise Forbidden("Seeing unpublished or withdrawn records needs the 'unpublished' scope.")
     as_of_end = (
@@ -222,7 +220,7 @@ def profile(
     if request.as_of_end is not None:
         first = queries.first_record_at(session, subject.id)
         if first is None or first > request.as_of_end:
-            raise _invalid(
+            raise invalid_parameter(
                 "as_of",
                 "as_of.before_records",
                 "as_of is before the first record the hub holds about this subject.",

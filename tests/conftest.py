@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi import FastAPI
@@ -134,6 +135,20 @@ class Caller:
     @property
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.key}"}
+
+
+def pushed(
+    client: TestClient,
+    caller: Caller,
+    records: list[Any],
+    standard: str = "administrative_penalty",
+) -> Any:
+    """Push a batch that must be stored (201); the submission report."""
+    response = client.post(
+        "/v1/records", json={"standard": standard, "records": records}, headers=caller.headers
+    )
+    assert response.status_code == 201, response.text
+    return response.json()
 
 
 def register(

@@ -16,16 +16,9 @@ from credit_hub.audit import service as audit
 from credit_hub.audit.models import AuditEvent
 from credit_hub.db import table
 from tests import factories
-from tests.conftest import Caller
+from tests.conftest import Caller, pushed
 
 AUDIT: Table = table(AuditEvent)
-
-
-def push(app_client: TestClient, caller: Caller, records: list[dict[str, Any]]) -> Any:
-    body = {"standard": "administrative_penalty", "records": records}
-    response = app_client.post("/v1/records", json=body, headers=caller.headers)
-    assert response.status_code == 201, response.text
-    return response.json()
 
 
 def admin(app_client: TestClient, operator: Caller, method: str, path: str, body: Any) -> Any:
@@ -41,7 +34,7 @@ def chain(
     app_client: TestClient, operator: Caller, department: Caller, session: Session
 ) -> list[int]:
     """Events appended through the API: pushes and admin actions. Returns their ids in order."""
-    push(app_client, department, [factories.penalty(1), factories.penalty(2)])
+    pushed(app_client, department, [factories.penalty(1), factories.penalty(2)])
     created = admin(
         app_client,
         operator,
@@ -49,7 +42,7 @@ def chain(
         "",
         {"kind": "agency", "name": "福州市公共资源交易中心", "standards": []},
     )
-    push(app_client, department, [factories.penalty(1, fine_amount_wan="0.8")])
+    pushed(app_client, department, [factories.penalty(1, fine_amount_wan="0.8")])
     key = admin(app_client, operator, "POST", f"/{created['id']}/keys", {"label": "second"})
     admin(app_client, operator, "DELETE", f"/{created['id']}/keys/{key['id']}", None)
     ids = list(session.scalars(select(AuditEvent.id).order_by(AuditEvent.id)))
@@ -145,7 +138,7 @@ def test_audit_rows_hold_no_id_number_and_no_api_key(
     number = factories.make_id_number(7)
     legacy = number[:6] + number[8:17]  # the 15-digit form of the same number
     other = factories.make_id_number(8)
-    push(
+    pushed(
         app_client,
         department,
         [

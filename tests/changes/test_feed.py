@@ -16,18 +16,10 @@ from credit_hub.errors import PROBLEM_BASE
 from credit_hub.records.models import Record
 from tests import factories
 from tests.changes.conftest import changes
-from tests.conftest import Caller, register
+from tests.conftest import Caller, pushed, register
 
 PENALTY = "administrative_penalty"
 LICENSING = "administrative_licensing"
-
-
-def push(client: TestClient, caller: Caller, records: list[Any], standard: str = PENALTY) -> Any:
-    response = client.post(
-        "/v1/records", json={"standard": standard, "records": records}, headers=caller.headers
-    )
-    assert response.status_code == 201, response.text
-    return response.json()
 
 
 def record_ids(report: Any) -> list[uuid.UUID]:
@@ -37,8 +29,8 @@ def record_ids(report: Any) -> list[uuid.UUID]:
 def test_pages_see_every_change_once_in_order(
     app_client: TestClient, department: Caller, agency: Caller
 ) -> None:
-    first = push(app_client, department, [factories.penalty(n) for n in range(1, 6)])
-    push(app_client, department, [factories.penalty(2, fine_amount_wan="0.9")])
+    first = pushed(app_client, department, [factories.penalty(n) for n in range(1, 6)])
+    pushed(app_client, department, [factories.penalty(2, fine_amount_wan="0.9")])
     seen: list[dict[str, Any]] = []
     cursor = None
     for _ in range(10):
@@ -56,7 +48,7 @@ def test_pages_see_every_change_once_in_order(
     assert corrected["subject"]["key"] == factories.penalty(2)["counterpart_uscc"]
     # Polling at the head answers nothing new, then only what came after.
     assert changes(app_client, agency.headers, after=cursor)["changes"] == []
-    push(app_client, department, [factories.penalty(9)])
+    pushed(app_client, department, [factories.penalty(9)])
     later = changes(app_client, agency.headers, after=cursor)
     assert [c["kind"] for c in later["changes"]] == ["created"]
     assert not later["has_more"]
@@ -67,7 +59,7 @@ def test_pages_see_every_change_once_in_order(
 def test_bad_cursors_and_limits_are_422(
     app_client: TestClient, department: Caller, agency: Caller, session: Session
 ) -> None:
-    push(app_client, department, [factories.penalty(1)])
+    pushed(app_client, department, [factories.penalty(1)])
     head = changes(app_client, agency.headers)["next_cursor"]
     ahead = base64.urlsafe_b64encode(b"cf1:999999999").decode().rstrip("=")
     for params, code in [
@@ -84,7 +76,7 @@ def test_bad_cursors_and_limits_are_422(
     response = app_client.get("/v1/changes", params={"limit": 0}, headers=agency.headers)
     assert response.status_code == 422
     # A pruned feed: cursors before what is kept have expired.
-    push(app_client, department, [factories.penalty(2), factories.penalty(3)])
+    pushed(app_client, department, [factories.penalty(2), factories.penalty(3)])
     first = session.scalar(select(ChangeEvent.position).order_by(ChangeEvent.position).limit(1))
     assert first is not None
     session.execute(ChangeEvent.__table__.delete().where(ChangeEvent.position <= first))
@@ -99,8 +91,8 @@ def test_agency_sees_only_its_standards_and_filters(
     app_client: TestClient, department: Caller, session: Session
 ) -> None:
     penalties_only = register(session, ClientKind.AGENCY, name="银行", standards=[PENALTY])
-    push(app_client, department, [factories.penalty(1)])
-    push(app_client, department, [factories.licence(1)], standard=LICENSING)
+    pushed(app_client, department, [factories.penalty(1)])
+    pushed(app_client, department, [factories.licence(1)], standard=LICENSING)
     seen = changes(app_client, penalties_only.headers)["changes"]
     assert [c["record"]["standard"] for c in seen] == [PENALTY]
     response = app_client.get(
@@ -119,7 +111,7 @@ def test_personal_fields_are_masked_as_in_a_profile(
     app_client: TestClient, department: Caller, agency: Caller, privileged_agency: Caller
 ) -> None:
     record = factories.person_penalty(1)
-    push(app_client, department, [record])
+    pushed(app_client, department, [record])
     plain = changes(app_client, agency.headers)["changes"][0]
     clear = changes(app_client, privileged_agency.headers)["changes"][0]
     assert plain["subject"]["kind"] == "natural_person"
@@ -133,7 +125,7 @@ def test_personal_fields_are_masked_as_in_a_profile(
 def test_repaired_and_withheld_records_are_never_shared(
     app_client: TestClient, department: Caller, agency: Caller, session: Session
 ) -> None:
-    report = push(app_client, department, [factories.penalty(1), factories.penalty(2)])
+    report = pushed(app_client, department, [factories.penalty(1), factories.penalty(2)])
     repaired, withheld = record_ids(report)
     session.execute(update(Record).where(Record.id == repaired).values(status="repaired"))
     session.execute(update(Record).where(Record.id == withheld).values(withheld_reason="minor"))
@@ -147,7 +139,7 @@ def test_withdrawn_records_content_is_not_shown_without_the_unpublished_scope(
     privileged_agency: Caller,
     session: Session,
 ) -> None:
-    (record_id,) = record_ids(push(app_client, department, [factories.penalty(1)]))
+    (record_id,) = record_ids(pushed(app_client, department, [factories.penalty(1)]))
     session.execute(update(Record).where(Record.id == record_id).values(status="withdrawn"))
     plain = changes(app_client, agency.headers)["changes"][0]
     assert plain["data"] is None
@@ -165,7 +157,7 @@ def test_watch_list_filters_the_feed(
     # A USCC the hub does not know yet may be watched; a malformed key may not.
     assert app_client.put(f"/v1/watchlist/{unknown}", headers=agency.headers).status_code == 200
     assert app_client.put("/v1/watchlist/91350100XXXX", headers=agency.headers).status_code == 422
-    push(
+    pushed(
         app_client,
         department,
         [
@@ -186,7 +178,7 @@ def test_watch_list_filters_the_feed(
 def test_bulk_watch_list(
     app_client: TestClient, department: Caller, agency: Caller, session: Session
 ) -> None:
-    report = push(app_client, department, [factories.person_penalty(1)])
+    report = pushed(app_client, department, [factories.person_penalty(1)])
     (record_id,) = record_ids(report)
     person = session.scalar(select(Record.subject_id).where(Record.id == record_id))
     keys = [factories.make_uscc(n) for n in range(2000, 4000)]
@@ -228,7 +220,7 @@ def test_watch_list_has_a_ceiling(
 def test_a_department_withdrawal_reaches_the_feed(
     app_client: TestClient, department: Caller, agency: Caller
 ) -> None:
-    (record_id,) = record_ids(push(app_client, department, [factories.penalty(1)]))
+    (record_id,) = record_ids(pushed(app_client, department, [factories.penalty(1)]))
     withdrawn = app_client.post(
         f"/v1/records/{record_id}/withdraw", json={"reason": "撤销"}, headers=department.headers
     )

@@ -23,8 +23,8 @@ from credit_hub.changes.webhooks import UnsafeDestination, check_destination
 from credit_hub.errors import PROBLEM_BASE
 from tests import factories
 from tests.changes.conftest import HOOK_URL, Receiver, changes
-from tests.changes.test_feed import LICENSING, push
-from tests.conftest import Caller, register
+from tests.changes.test_feed import LICENSING
+from tests.conftest import Caller, pushed, register
 
 TOLERANCE = 300
 
@@ -84,7 +84,7 @@ def test_events_are_signed_and_a_receiver_can_verify_them(
 ) -> None:
     created = subscribe(app_client, agency)
     assert created["secret"].startswith("whsec_")
-    push(app_client, department, [factories.penalty(1), factories.penalty(2)])
+    pushed(app_client, department, [factories.penalty(1), factories.penalty(2)])
     assert deliverer.run_once() == 2
     assert deliverer.run_once() == 0
     assert len(receiver.requests) == 2
@@ -132,7 +132,7 @@ def test_failures_retry_with_backoff_then_disable_the_subscription(
     hub_settings: Any,
 ) -> None:
     created = subscribe(app_client, agency)
-    push(app_client, department, [factories.penalty(1)])
+    pushed(app_client, department, [factories.penalty(1)])
     answers = iter(
         [
             httpx.Response(500),
@@ -189,7 +189,7 @@ def test_backoff_grows_and_attempts_run_out(
     hub_settings.webhooks_retry_base_seconds = 10.0
     hub_settings.webhooks_disable_after = 100
     created = subscribe(app_client, agency)
-    push(app_client, department, [factories.penalty(1)])
+    pushed(app_client, department, [factories.penalty(1)])
     receiver.answer = lambda _: httpx.Response(503)
     waits = []
     (delivery,) = deliveries(session, created["id"])
@@ -235,7 +235,7 @@ def test_events_respect_the_receiving_agencys_scopes(
     for caller in (agency, privileged_agency, licensing_only):
         subscribe(app_client, caller, description=caller.client.name)
     record = factories.person_penalty(1)
-    push(app_client, department, [record])
+    pushed(app_client, department, [record])
     assert deliverer.run_once() == 2  # the licensing-only agency gets no outbox row
     by_url_secret = {
         r.headers["X-CreditHub-Signature"]: orjson.loads(r.content) for r in receiver.requests
@@ -248,7 +248,7 @@ def test_events_respect_the_receiving_agencys_scopes(
     only = subscribe(app_client, watcher, watched_only=True)
     uscc = factories.make_uscc(880)
     app_client.put(f"/v1/watchlist/{uscc}", headers=watcher.headers)
-    push(
+    pushed(
         app_client, department, [factories.penalty(5), factories.penalty(6, counterpart_uscc=uscc)]
     )
     assert len(deliveries(session, only["id"])) == 1

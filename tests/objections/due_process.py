@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from tests.conftest import Caller
+from tests.conftest import Caller, pushed
 
 # A Monday: working-day deadlines are easy to read.
 START = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)
@@ -17,11 +17,7 @@ READ = {"purpose": "procurement", "case_ref": "FJZC2026-G-001"}
 def push(
     client: TestClient, caller: Caller, records: list[Any], standard: str = "administrative_penalty"
 ) -> list[dict[str, Any]]:
-    response = client.post(
-        "/v1/records", json={"standard": standard, "records": records}, headers=caller.headers
-    )
-    assert response.status_code == 201, response.text
-    outcomes: list[dict[str, Any]] = response.json()["records"]
+    outcomes: list[dict[str, Any]] = pushed(client, caller, records, standard)["records"]
     return outcomes
 
 

@@ -16,19 +16,9 @@ from credit_hub.audit.models import AuditEvent
 from credit_hub.errors import PROBLEM_BASE
 from credit_hub.records.models import Record, RecordVersion
 from tests import factories
-from tests.conftest import Caller, register
+from tests.conftest import Caller, pushed, register
 
 READ = {"purpose": "procurement", "case_ref": "FJZC2026-G-001"}
-
-
-def push(
-    client: TestClient, caller: Caller, records: list[Any], standard: str = "administrative_penalty"
-) -> Any:
-    response = client.post(
-        "/v1/records", json={"standard": standard, "records": records}, headers=caller.headers
-    )
-    assert response.status_code == 201, response.text
-    return response.json()
 
 
 def today() -> date:
@@ -47,7 +37,7 @@ def test_profile_groups_records_and_summarizes(
     app_client: TestClient, department: Caller, agency: Caller, session: Session
 ) -> None:
     uscc = factories.make_uscc(500)
-    push(
+    pushed(
         app_client,
         department,
         [
@@ -59,7 +49,7 @@ def test_profile_groups_records_and_summarizes(
             ),
         ],
     )
-    push(
+    pushed(
         app_client,
         department,
         [factories.licence(1, counterpart_uscc=uscc, decision_date=recent(), valid_from=recent())],
@@ -92,7 +82,7 @@ def test_every_read_is_audited_with_purpose(
     operator: Caller,
 ) -> None:
     uscc = factories.make_uscc(501)
-    push(
+    pushed(
         app_client,
         department,
         [factories.penalty(1, counterpart_uscc=uscc, decision_date=recent())],
@@ -134,7 +124,7 @@ def test_read_parameters_are_enforced(
     app_client: TestClient, department: Caller, agency: Caller, params: dict[str, Any], code: str
 ) -> None:
     uscc = factories.make_uscc(502)
-    push(
+    pushed(
         app_client,
         department,
         [factories.penalty(1, counterpart_uscc=uscc, decision_date=recent())],
@@ -160,7 +150,7 @@ def test_only_agencies_read_profiles(
     app_client: TestClient, department: Caller, operator: Caller
 ) -> None:
     uscc = factories.make_uscc(503)
-    push(app_client, department, [factories.penalty(1, counterpart_uscc=uscc)])
+    pushed(app_client, department, [factories.penalty(1, counterpart_uscc=uscc)])
     assert profile(app_client, department, uscc).status_code == 403
     assert app_client.get(f"/v1/subjects/{uscc}/profile", params=READ).status_code == 401
 
@@ -173,7 +163,7 @@ def test_publication_window_filters_records(
 ) -> None:
     uscc = factories.make_uscc(504)
     old = (today() - timedelta(days=200)).isoformat()
-    push(
+    pushed(
         app_client,
         department,
         [
@@ -199,7 +189,7 @@ def test_withdrawn_records_leave_the_profile(
     privileged_agency: Caller,
 ) -> None:
     uscc = factories.make_uscc(505)
-    report = push(
+    report = pushed(
         app_client,
         department,
         [factories.penalty(1, counterpart_uscc=uscc, decision_date=recent())],
@@ -217,12 +207,12 @@ def test_agency_sees_only_its_standards(
     app_client: TestClient, department: Caller, session: Session
 ) -> None:
     uscc = factories.make_uscc(506)
-    push(
+    pushed(
         app_client,
         department,
         [factories.penalty(1, counterpart_uscc=uscc, decision_date=recent())],
     )
-    push(
+    pushed(
         app_client,
         department,
         [factories.licence(1, counterpart_uscc=uscc, decision_date=recent(), valid_from=recent())],
@@ -244,7 +234,7 @@ def test_personal_fields_are_masked_without_the_scope(
 ) -> None:
     number = factories.make_id_number(31)
     rep_number = factories.make_id_number(32)
-    report = push(
+    report = pushed(
         app_client,
         department,
         [
@@ -281,7 +271,7 @@ def test_person_lookup_needs_the_scope_and_keeps_the_number_out_of_urls(
     session: Session,
 ) -> None:
     number = factories.make_id_number(41)
-    push(
+    pushed(
         app_client,
         department,
         [factories.person_penalty(1, person_id_no=number, decision_date=recent())],
@@ -316,7 +306,7 @@ def test_etag_gives_304(
     app_client: TestClient, department: Caller, agency: Caller, session: Session
 ) -> None:
     uscc = factories.make_uscc(507)
-    push(
+    pushed(
         app_client,
         department,
         [factories.penalty(1, counterpart_uscc=uscc, decision_date=recent())],
@@ -328,7 +318,7 @@ def test_etag_gives_304(
     )
     assert again.status_code == 304
     assert again.headers["etag"] == tag
-    push(
+    pushed(
         app_client,
         department,
         [factories.penalty(1, counterpart_uscc=uscc, decision_date=recent(), fine_amount_wan="3")],
@@ -351,11 +341,11 @@ def test_as_of_shows_the_version_in_force_then(
 ) -> None:
     uscc = factories.make_uscc(508)
     decided = (today() - timedelta(days=60)).isoformat()
-    first = push(
+    first = pushed(
         app_client, department, [factories.penalty(1, counterpart_uscc=uscc, decision_date=decided)]
     )
     record_id = uuid.UUID(first["records"][0]["record_id"])
-    push(
+    pushed(
         app_client,
         department,
         [factories.penalty(1, counterpart_uscc=uscc, decision_date=decided, fine_amount_wan="7")],
@@ -387,7 +377,7 @@ def test_screening(
     app_client: TestClient, department: Caller, agency: Caller, session: Session
 ) -> None:
     usccs = [factories.make_uscc(600 + i) for i in range(5)]
-    push(
+    pushed(
         app_client,
         department,
         [
@@ -448,7 +438,7 @@ def test_search_by_chinese_name_prefix_and_identifier(
         "福州台江区样本科技有限公司",
     ]
     usccs = [factories.make_uscc(700 + i) for i in range(3)]
-    push(
+    pushed(
         app_client,
         department,
         [
@@ -456,7 +446,7 @@ def test_search_by_chinese_name_prefix_and_identifier(
             for i, (u, n) in enumerate(zip(usccs, names, strict=True))
         ],
     )
-    push(app_client, department, [factories.person_penalty(9, counterpart_name="示例茶叶张某")])
+    pushed(app_client, department, [factories.person_penalty(9, counterpart_name="示例茶叶张某")])
 
     def search(q: str, caller: Caller = agency, **params: Any) -> Any:
         response = app_client.get("/v1/subjects", params={"q": q} | params, headers=caller.headers)
@@ -489,7 +479,7 @@ def test_search_finds_former_names(
     app_client: TestClient, department: Caller, agency: Caller
 ) -> None:
     uscc = factories.make_uscc(800)
-    push(
+    pushed(
         app_client,
         department,
         [

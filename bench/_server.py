@@ -267,3 +267,32 @@ def bootstrap(server: Server) -> str:
     if done.returncode != 0 or not done.stdout.strip():
         raise BenchError(f"bootstrap failed ({done.returncode}): {done.stderr[-2000:]}")
     return done.stdout.strip().splitlines()[-1]
+
+
+def start_spies(
+    server: Server, folder: Path | None, label: str, *, rate: int = 100
+) -> list[subprocess.Popen[bytes]]:
+    """py-spy on every worker of `server` (raw stacks into `folder`); nothing if no folder."""
+    if folder is None:
+        return []
+    folder.mkdir(parents=True, exist_ok=True)
+    spies = []
+    for pid in server.workers:
+        out = folder / f"{server.database}-w{len(server.workers)}-{label}-{pid}.txt"
+        command = [str(BIN / "py-spy"), "record", "--pid", str(pid), "--format", "raw"]
+        command += ["--nonblocking", "--rate", str(rate), "-o", str(out)]
+        spies.append(
+            subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        )
+    return spies
+
+
+def stop_spies(spies: list[subprocess.Popen[bytes]]) -> None:
+    for spy in spies:
+        spy.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+    for spy in spies:
+        try:
+            spy.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            spy.kill()
+            spy.wait(timeout=10)

@@ -41,7 +41,6 @@ import multiprocessing
 import os
 import queue
 import random
-import signal
 import subprocess
 import sys
 import time
@@ -61,7 +60,7 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import _server
-from bench._server import BIN, BenchError, Server
+from bench._server import BenchError, Server
 from bench.data import DEPARTMENT_USCC, licence, penalty
 from credit_hub.access.service import Principal
 from credit_hub.config import Settings
@@ -255,34 +254,6 @@ def _cpu(server: Server) -> dict[str, float]:
     return used
 
 
-def _start_profiles(
-    server: Server, folder: Path | None, label: str
-) -> list[subprocess.Popen[bytes]]:
-    if folder is None:
-        return []
-    folder.mkdir(parents=True, exist_ok=True)
-    spies = []
-    for pid in server.workers:
-        out = folder / f"{server.database}-{label}-{pid}.txt"
-        command = [str(BIN / "py-spy"), "record", "--pid", str(pid), "--format", "raw"]
-        command += ["--nonblocking", "--rate", "100", "-o", str(out)]
-        spies.append(
-            subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        )
-    return spies
-
-
-def _stop_profiles(spies: list[subprocess.Popen[bytes]]) -> None:
-    for spy in spies:
-        spy.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
-    for spy in spies:
-        try:
-            spy.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            spy.kill()
-            spy.wait()
-
-
 def push(
     server: Server,
     key: str,
@@ -320,7 +291,7 @@ def push(
         for index in islice(pending, 2 * clients):
             tasks.put(index)
             in_flight += 1
-        spies = _start_profiles(server, profile, label)
+        spies = _server.start_spies(server, profile, label)
         before = _cpu(server)
         started = time.monotonic()
         go.set()
@@ -336,7 +307,7 @@ def push(
                 tasks.put(index)
                 in_flight += 1
         after = _cpu(server)
-        _stop_profiles(spies)
+        _server.stop_spies(spies)
         spies = []
         for _ in processes:
             tasks.put(None)
@@ -344,7 +315,7 @@ def push(
             message = _receive(results, processes)  # ("done", cpu seconds)
             client_cpu += message[1]
     finally:
-        _stop_profiles(spies)
+        _server.stop_spies(spies)
         for process in processes:
             process.join(timeout=10)
             if process.is_alive():

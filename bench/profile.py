@@ -39,7 +39,6 @@ import os
 import random
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -473,7 +472,7 @@ def run_phase(
     try:
         for _ in processes:
             _receive(results, processes, 60)
-        spies = _start_spies(server, spy, label)
+        spies = _server.start_spies(server, spy, label, rate=200)
         before = _cpu(server)
         go.set()
         for _ in processes:
@@ -481,7 +480,7 @@ def run_phase(
             reports.append(message[1])
         after = _cpu(server)
     finally:
-        _stop_spies(spies)
+        _server.stop_spies(spies)
         for process in processes:
             process.join(timeout=10)
             if process.is_alive():
@@ -509,32 +508,6 @@ def run_phase(
 
 
 # --- py-spy on the workers ---------------------------------------------------------------------
-
-
-def _start_spies(server: Server, folder: Path | None, label: str) -> list[subprocess.Popen[bytes]]:
-    if folder is None:
-        return []
-    folder.mkdir(parents=True, exist_ok=True)
-    spies = []
-    for pid in server.workers:
-        out = folder / f"{server.database}-w{len(server.workers)}-{label}-{pid}.txt"
-        command = [str(BIN / "py-spy"), "record", "--pid", str(pid), "--format", "raw"]
-        command += ["--nonblocking", "--rate", "200", "-o", str(out)]
-        spies.append(
-            subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        )
-    return spies
-
-
-def _stop_spies(spies: list[subprocess.Popen[bytes]]) -> None:
-    for spy in spies:
-        spy.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
-    for spy in spies:
-        try:
-            spy.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            spy.kill()
-            spy.wait(timeout=10)
 
 
 def summarize_spies(folder: Path, database: str, top: int = 12) -> None:

@@ -13,6 +13,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 
 from credit_hub import __version__
+from credit_hub.access.auth import PrincipalCache
 from credit_hub.access.router import router as admin_router
 from credit_hub.audit.router import router as audit_router
 from credit_hub.changes.delivery import Deliverer, DeliveryThread, make_http_client
@@ -180,6 +181,7 @@ def create_app(
     app.state.db = Database(app.state.sessionmaker)
     app.state.head_revision = head_revision(settings)
     app.state.worker = None
+    app.state.principals = PrincipalCache(settings.auth_cache_seconds)
     app.state.rate_limiter = make_limiter(settings.rate_limit_per_second, settings.rate_limit_burst)
 
     install_problem_handlers(app)

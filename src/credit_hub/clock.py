@@ -31,7 +31,7 @@ class FixedClock(Clock):
         self.at += timedelta(**delta)
 
 
-def get_clock(request: Request) -> Clock:
+async def get_clock(request: Request) -> Clock:
     clock: Clock = request.app.state.clock
     return clock
 

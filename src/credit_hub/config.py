@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     body_idle_timeout_seconds: float = Field(default=30, ge=0)
     keep_alive_seconds: int = Field(default=5, ge=1)
     idempotency_ttl_hours: int = 24
+    # How long a server process trusts a key it has checked (revocation reaches the other
+    # worker processes within this time; 0 checks every request).
+    auth_cache_seconds: float = Field(default=1.0, ge=0, le=60)
 
     purposes: list[str] = Field(default_factory=lambda: list(DEFAULT_PURPOSES))
     pool_size: int = 10

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from sqlalchemy import select
 
 from credit_hub.access import service
-from credit_hub.access.auth import OperatorDep
+from credit_hub.access.auth import OperatorDep, forget_principals
 from credit_hub.access.models import ApiKey, Client
 from credit_hub.access.schemas import (
     ClientCreate,
@@ -127,6 +127,7 @@ def update_client(
     if body.disabled is not None:
         client.disabled_at = utcnow() if body.disabled else None
     session.flush()
+    forget_principals(request)
     audit.record(
         session,
         actor=operator,
@@ -179,11 +180,17 @@ def list_keys(client_id: uuid.UUID, session: SessionDep, operator: OperatorDep) 
     responses=problem_responses(Unauthorized, Forbidden, NotFound, RequestInvalid),
 )
 def revoke_key(
-    client_id: uuid.UUID, key_id: uuid.UUID, session: SessionDep, operator: OperatorDep
+    client_id: uuid.UUID,
+    key_id: uuid.UUID,
+    request: Request,
+    session: SessionDep,
+    operator: OperatorDep,
 ) -> KeyRead:
-    """Revoke a key: from now on it answers 401."""
+    """Revoke a key: it answers 401 from now on (within `auth_cache_seconds` on the other
+    server processes)."""
     api_key = service.revoke_key(session, client_id, key_id)
     session.flush()
+    forget_principals(request)
     audit.record(
         session,
         actor=operator,

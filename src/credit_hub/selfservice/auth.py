@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from credit_hub.access.auth import current_client
+from credit_hub.access.auth import admit, principal_of
 from credit_hub.access.models import ClientKind
 from credit_hub.access.service import Principal
 from credit_hub.clock import ClockDep
@@ -60,19 +60,22 @@ def current_actor(
             )
         limit(request, f"subject:{found.subject_id}")
         return Actor(subject_id=found.subject_id)
-    return Actor(client=current_client(request, db, credentials))
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        limit_address(request)
+        raise Unauthorized("Send `Authorization: Bearer <api key>`.")
+    return Actor(client=admit(request, principal_of(request, db, credentials.credentials)))
 
 
 ActorDep = Annotated[Actor, Depends(current_actor)]
 
 
-def _subject_or_operator(actor: ActorDep) -> Actor:
+async def _subject_or_operator(actor: ActorDep) -> Actor:
     if not (actor.is_subject or actor.is_operator):
         raise Forbidden("This is for the data subject (access code) or an operator.")
     return actor
 
 
-def _subject(actor: ActorDep) -> Actor:
+async def _subject(actor: ActorDep) -> Actor:
     if not actor.is_subject:
         raise Forbidden("This is for the data subject: redeem an access code at /v1/self/session.")
     return actor

@@ -28,7 +28,7 @@ router = APIRouter(
 )
 
 
-def get_standards(request: Request) -> Standards:
+async def get_standards(request: Request) -> Standards:
     standards: Standards = request.app.state.standards
     return standards
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -21,29 +21,44 @@ from sqlalchemy.orm import Session
 
 from credit_hub.access.service import Principal
 from credit_hub.audit.models import AuditEvent
-from credit_hub.db import utcnow
+from credit_hub.db import table, utcnow
 from credit_hub.log import current_request_id
 
 GENESIS = "0" * 64
 _LOCK_KEY = 0x63726564  # "cred": the advisory lock that orders appends to the chain
 
 
-def _digest(prev_hash: str, event: AuditEvent) -> str:
-    content = {
-        "id": event.id,
-        "at": event.at.isoformat(),
-        "actor_id": str(event.actor_id) if event.actor_id else None,
-        "actor_kind": event.actor_kind,
-        "action": event.action,
-        "subject_id": str(event.subject_id) if event.subject_id else None,
-        "record_id": str(event.record_id) if event.record_id else None,
-        "submission_id": str(event.submission_id) if event.submission_id else None,
-        "purpose": event.purpose,
-        "case_ref": event.case_ref,
-        "request_id": event.request_id,
-        "result": event.result,
-        "payload": event.payload,
-    }
+_CONTENT = (
+    "id",
+    "at",
+    "actor_id",
+    "actor_kind",
+    "action",
+    "subject_id",
+    "record_id",
+    "submission_id",
+    "purpose",
+    "case_ref",
+    "request_id",
+    "result",
+    "payload",
+)
+_AUDIT = table(AuditEvent)
+_LAST = select(_AUDIT.c.id, _AUDIT.c.hash).order_by(_AUDIT.c.id.desc()).limit(1)
+
+
+def _text(value: Any) -> Any:
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+def _digest(prev_hash: str, event: Any) -> str:
+    """The hash of an event (a row, a mapping or an AuditEvent) chained after `prev_hash`."""
+    get = event.get if isinstance(event, Mapping) else lambda name: getattr(event, name)
+    content = {name: _text(get(name)) for name in _CONTENT}
     body = orjson.dumps(content, option=orjson.OPT_SORT_KEYS)
     return hashlib.sha256(prev_hash.encode() + body).hexdigest()
 
@@ -62,7 +77,7 @@ def record(
     result: str | None = None,
     payload: dict[str, Any] | None = None,
     at: datetime | None = None,
-) -> AuditEvent:
+) -> dict[str, Any]:
     """Append one event in the caller's transaction. Never put personal data in `payload`."""
     return record_many(
         session,
@@ -84,44 +99,41 @@ def record(
     )[0]
 
 
-def record_many(session: Session, events: Sequence[dict[str, Any]]) -> list[AuditEvent]:
-    """Append events in order, chained, with one lock, one read and one insert."""
+def record_many(session: Session, events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Append events in order, chained, with one lock, one read and one insert (Core
+    statements on the session's connection: this runs on every profile read)."""
     if not events:
         return []
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
-    last = session.execute(
-        select(AuditEvent.id, AuditEvent.hash).order_by(AuditEvent.id.desc()).limit(1)
-    ).first()
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
+    last = connection.execute(_LAST).first()
     next_id, prev_hash = ((last.id + 1), last.hash) if last else (1, GENESIS)
     request_id = current_request_id()
     now = utcnow()
-    made: list[AuditEvent] = []
+    made: list[dict[str, Any]] = []
     for spec in events:
         actor: Principal | None = spec.get("actor")
-        event = AuditEvent(
-            id=next_id,
-            at=spec.get("at") or now,
-            actor_id=actor.id if actor else None,
-            actor_kind=spec.get("actor_kind") or (actor.kind if actor else "system"),
-            action=spec["action"],
-            subject_id=spec.get("subject_id"),
-            record_id=spec.get("record_id"),
-            submission_id=spec.get("submission_id"),
-            purpose=spec.get("purpose"),
-            case_ref=spec.get("case_ref"),
-            request_id=request_id,
-            result=spec.get("result"),
-            payload=spec.get("payload"),
-            prev_hash=prev_hash,
-        )
-        event.hash = _digest(prev_hash, event)
+        event = {
+            "id": next_id,
+            "at": spec.get("at") or now,
+            "actor_id": actor.id if actor else None,
+            "actor_kind": spec.get("actor_kind") or (actor.kind if actor else "system"),
+            "action": spec["action"],
+            "subject_id": spec.get("subject_id"),
+            "record_id": spec.get("record_id"),
+            "submission_id": spec.get("submission_id"),
+            "purpose": spec.get("purpose"),
+            "case_ref": spec.get("case_ref"),
+            "request_id": request_id,
+            "result": spec.get("result"),
+            "payload": spec.get("payload"),
+            "prev_hash": prev_hash,
+        }
+        event["hash"] = _digest(prev_hash, event)
         made.append(event)
-        next_id, prev_hash = next_id + 1, event.hash
-    session.execute(
-        insert(AuditEvent),
-        [{c.key: getattr(e, c.key) for c in AuditEvent.__table__.columns} for e in made],
-    )
+        next_id, prev_hash = next_id + 1, event["hash"]
+    connection.execute(insert(_AUDIT), made)
     return made
 
 

@@ -1,25 +1,114 @@
 """The hand-written queries of the read side: one statement per question, for any number of
-subjects (a profile is a screening of one)."""
+subjects (a profile is a screening of one).
+
+Statements are built once per shape and run as Core on the session's connection: a profile
+read is a few milliseconds, and building, hashing and ORM-wrapping a statement per call
+would be a good part of it.
+"""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Row, and_, case, or_, select
+from sqlalchemy import Row, Select, and_, bindparam, case, or_, select
 from sqlalchemy.orm import Session
 
 from credit_hub.access.models import Client
+from credit_hub.db import table
 from credit_hub.records.models import Record, RecordStatus, RecordVersion
+from credit_hub.subjects.models import SubjectName
 
 CHUNK = 500
+
+_RECORDS = table(Record)
+_VERSIONS = table(RecordVersion)
+_CLIENTS = table(Client)
+_NAMES = table(SubjectName)
 
 
 def _chunks(values: Sequence[Any]) -> Iterable[Sequence[Any]]:
     for start in range(0, len(values), CHUNK):
         yield values[start : start + CHUNK]
+
+
+@lru_cache(maxsize=32)
+def _visible_statement(
+    as_of: bool, include_unpublished: bool, include_withdrawn: bool, *, facts: bool = False
+) -> Select[Any]:
+    r, v = _RECORDS.c, _VERSIONS.c
+    status: Any
+    if not as_of:
+        version_join = and_(v.record_id == r.id, v.version == r.version)
+        status = r.status
+        # Repaired and withheld (minors') records are never shown, whatever the scope.
+        conditions = [r.status != RecordStatus.REPAIRED, r.withheld_reason.is_(None)]
+        if not include_withdrawn:
+            conditions.append(r.status.in_([RecordStatus.ACTIVE, RecordStatus.EXPIRED]))
+    else:
+        end = bindparam("as_of_end", type_=r.created_at.type)
+        version_join = and_(
+            v.record_id == r.id,
+            v.created_at <= end,
+            or_(v.superseded_at.is_(None), v.superseded_at > end),
+        )
+        withdrawn_then = and_(r.withdrawn_at.is_not(None), r.withdrawn_at <= end)
+        status = case((withdrawn_then, RecordStatus.WITHDRAWN), else_=RecordStatus.ACTIVE)
+        conditions = [
+            r.created_at <= end,
+            r.status != RecordStatus.REPAIRED,
+            r.withheld_reason.is_(None),
+        ]
+        if not include_withdrawn:
+            conditions.append(~withdrawn_then)
+    if not include_unpublished:
+        on = bindparam("on", type_=v.publish_from.type)
+        conditions += [v.publish_from <= on, or_(v.publish_until.is_(None), v.publish_until >= on)]
+    columns: list[Any]
+    if facts:
+        # Only what a summary needs: the fine is read out of the JSON by the database, so the
+        # (large) documents are neither sent nor parsed.
+        columns = [
+            r.subject_id,
+            r.standard,
+            status.label("status"),
+            r.under_objection,
+            r.decision_date,
+            v.data["fine_amount_wan"].as_string().label("fine"),
+        ]
+    else:
+        columns = [
+            r.id,
+            r.subject_id,
+            r.standard,
+            r.source_id,
+            v.version,
+            status.label("status"),
+            r.severity,
+            r.decision_date,
+            v.publish_from,
+            v.publish_until,
+            r.under_objection,
+            r.department_id,
+            _CLIENTS.c.name.label("department_name"),
+            v.data,
+            v.personal_enc,
+        ]
+    return (
+        select(*columns)
+        .select_from(_RECORDS)
+        .join(_VERSIONS, version_join)
+        .join(_CLIENTS, _CLIENTS.c.id == r.department_id)
+        .where(
+            r.subject_id.in_(bindparam("subject_ids", expanding=True)),
+            r.standard.in_(bindparam("standards", expanding=True)),
+            *conditions,
+        )
+        .order_by(r.standard, r.decision_date.desc(), r.source_id)
+    )
 
 
 def visible_records(
@@ -37,70 +126,68 @@ def visible_records(
     wanted = sorted(set(standards))
     if not wanted or not subject_ids:
         return []
-    status: Any
-    if as_of_end is None:
-        version_join = and_(
-            RecordVersion.record_id == Record.id, RecordVersion.version == Record.version
-        )
-        status = Record.status
-        # Repaired and withheld (minors') records are never shown, whatever the scope.
-        conditions = [Record.status != RecordStatus.REPAIRED, Record.withheld_reason.is_(None)]
-        if not include_withdrawn:
-            conditions.append(Record.status.in_([RecordStatus.ACTIVE, RecordStatus.EXPIRED]))
-    else:
-        version_join = and_(
-            RecordVersion.record_id == Record.id,
-            RecordVersion.created_at <= as_of_end,
-            or_(RecordVersion.superseded_at.is_(None), RecordVersion.superseded_at > as_of_end),
-        )
-        withdrawn_then = and_(Record.withdrawn_at.is_not(None), Record.withdrawn_at <= as_of_end)
-        status = case((withdrawn_then, RecordStatus.WITHDRAWN), else_=RecordStatus.ACTIVE)
-        conditions = [
-            Record.created_at <= as_of_end,
-            Record.status != RecordStatus.REPAIRED,
-            Record.withheld_reason.is_(None),
-        ]
-        if not include_withdrawn:
-            conditions.append(~withdrawn_then)
+    stmt = _visible_statement(as_of_end is not None, include_unpublished, include_withdrawn)
+    params: dict[str, Any] = {"standards": wanted}
+    if as_of_end is not None:
+        params["as_of_end"] = as_of_end
     if not include_unpublished:
-        conditions += [
-            RecordVersion.publish_from <= on,
-            or_(RecordVersion.publish_until.is_(None), RecordVersion.publish_until >= on),
-        ]
-    rows: list[Any] = []
+        params["on"] = on
+    connection = session.connection()
+    rows: list[Row[Any]] = []
     for chunk in _chunks(list(subject_ids)):
-        stmt = (
-            select(
-                Record.id,
-                Record.subject_id,
-                Record.standard,
-                Record.source_id,
-                RecordVersion.version,
-                status.label("status"),
-                Record.severity,
-                Record.decision_date,
-                RecordVersion.publish_from,
-                RecordVersion.publish_until,
-                Record.under_objection,
-                Record.department_id,
-                Client.name.label("department_name"),
-                RecordVersion.data,
-                RecordVersion.personal_enc,
-            )
-            .join(RecordVersion, version_join)
-            .join(Client, Client.id == Record.department_id)
-            .where(Record.subject_id.in_(chunk), Record.standard.in_(wanted), *conditions)
-            .order_by(Record.standard, Record.decision_date.desc(), Record.source_id)
-        )
-        rows.extend(session.execute(stmt).all())
+        rows.extend(connection.execute(stmt, params | {"subject_ids": list(chunk)}).all())
     return rows
 
 
+_FIRST_RECORD_AT = (
+    select(_RECORDS.c.created_at)
+    .where(_RECORDS.c.subject_id == bindparam("subject_id"))
+    .order_by(_RECORDS.c.created_at)
+    .limit(1)
+)
+
+
 def first_record_at(session: Session, subject_id: uuid.UUID) -> datetime | None:
-    found: datetime | None = session.scalar(
-        select(Record.created_at)
-        .where(Record.subject_id == subject_id)
-        .order_by(Record.created_at)
-        .limit(1)
+    found: datetime | None = (
+        session.connection().execute(_FIRST_RECORD_AT, {"subject_id": subject_id}).scalar()
     )
     return found
+
+
+_FORMER_NAMES = (
+    select(_NAMES.c.name, _NAMES.c.first_seen_on, _NAMES.c.last_seen_on)
+    .where(_NAMES.c.subject_id == bindparam("subject_id"), _NAMES.c.name != bindparam("name"))
+    .order_by(_NAMES.c.last_seen_on.desc())
+)
+
+
+def former_names(session: Session, subject_id: uuid.UUID, current: str) -> list[Row[Any]]:
+    """A subject's other names, the most recently seen first."""
+    return list(
+        session.connection().execute(_FORMER_NAMES, {"subject_id": subject_id, "name": current})
+    )
+
+
+def visible_facts(
+    session: Session,
+    subject_ids: Sequence[uuid.UUID],
+    *,
+    standards: Iterable[str],
+    on: date,
+    include_unpublished: bool = False,
+    include_withdrawn: bool = False,
+) -> list[Row[Any]]:
+    """Of the records `visible_records` would answer today: (subject_id, standard, status,
+    under_objection, decision_date, fine), for summaries."""
+    wanted = sorted(set(standards))
+    if not wanted or not subject_ids:
+        return []
+    stmt = _visible_statement(False, include_unpublished, include_withdrawn, facts=True)
+    params: dict[str, Any] = {"standards": wanted}
+    if not include_unpublished:
+        params["on"] = on
+    connection = session.connection()
+    rows: list[Row[Any]] = []
+    for chunk in _chunks(list(subject_ids)):
+        rows.extend(connection.execute(stmt, params | {"subject_ids": list(chunk)}).all())
+    return rows

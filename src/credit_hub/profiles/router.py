@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date
 from typing import Annotated
 
-import orjson
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import Response
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from credit_hub.access.auth import AgencyDep
 from credit_hub.access.models import Scope
 from credit_hub.access.service import Principal
 from credit_hub.clock import ClockDep
-from credit_hub.db import SessionDep
+from credit_hub.db import Database, DbDep, SessionDep
 from credit_hub.errors import (
     Forbidden,
     MalformedJson,
@@ -43,27 +45,37 @@ CaseQuery = Annotated[
 
 def _answer(
     request: Request,
-    session: SessionDep,
-    subject: Subject,
+    db: Database,
+    find: Callable[[Session], Subject],
     read: service.ReadRequest,
     client: Principal,
     if_none_match: str | None,
     action: str,
 ) -> Response:
+    """Find the subject, build its profile and append the audit event in one transaction,
+    committed before the answer leaves (run in a worker thread: one hop per read)."""
     state = request.app.state
-    result = service.profile(
-        session, subject, read, client=client, keyring=state.keyring, standards=state.standards
-    )
-    body = orjson.dumps(result.model_dump(mode="json"))
-    tag = service.etag(body)
-    headers = {"ETag": tag, "Cache-Control": "private, no-cache"}
-    records = sum(len(v) for v in result.records.values())
-    if service.matches(if_none_match, tag):
-        service.audit_read(
-            session, client, subject.id, read, action=action, result="not_modified", records=records
+    with db.write() as session:
+        subject = find(session)
+        result = service.profile(
+            session, subject, read, client=client, keyring=state.keyring, standards=state.standards
         )
+        body = service.render(result)
+        tag = service.etag(body)
+        records = sum(len(v) for v in result["records"].values())
+        not_modified = service.matches(if_none_match, tag)
+        service.audit_read(
+            session,
+            client,
+            subject.id,
+            read,
+            action=action,
+            result="not_modified" if not_modified else "ok",
+            records=records,
+        )
+    headers = {"ETag": tag, "Cache-Control": "private, no-cache"}
+    if not_modified:
         return Response(status_code=304, headers=headers)
-    service.audit_read(session, client, subject.id, read, action=action, records=records)
     return Response(body, media_type="application/json", headers=headers)
 
 
@@ -75,10 +87,10 @@ def _answer(
         **problem_responses(Unauthorized, Forbidden, NotFound, RequestInvalid),
     },
 )
-def read_profile(
+async def read_profile(
     key: str,
     request: Request,
-    session: SessionDep,
+    db: DbDep,
     client: AgencyDep,
     clock: ClockDep,
     purpose: PurposeQuery = None,
@@ -109,8 +121,17 @@ def read_profile(
         include=include,
         today=clock.today(),
     )
-    subject = subjects.find(session, key)
-    return _answer(request, session, subject, read, client, if_none_match, "profile.read")
+    parsed = subjects.parse_key(key)
+    return await run_in_threadpool(
+        _answer,
+        request,
+        db,
+        lambda session: subjects.find_parsed(session, parsed),
+        read,
+        client,
+        if_none_match,
+        "profile.read",
+    )
 
 
 @router.post(
@@ -121,10 +142,10 @@ def read_profile(
         **problem_responses(MalformedJson, Unauthorized, Forbidden, NotFound, RequestInvalid),
     },
 )
-def lookup_person(
+async def lookup_person(
     body: LookupRequest,
     request: Request,
-    session: SessionDep,
+    db: DbDep,
     client: AgencyDep,
     clock: ClockDep,
     if_none_match: Annotated[str | None, Header()] = None,
@@ -143,8 +164,17 @@ def lookup_person(
         include=None,
         today=clock.today(),
     )
-    subject = subjects.find_person(session, request.app.state.keyring, body.id_type, body.id_number)
-    return _answer(request, session, subject, read, client, if_none_match, "subject.looked_up")
+    keyring = request.app.state.keyring
+    return await run_in_threadpool(
+        _answer,
+        request,
+        db,
+        lambda session: subjects.find_person(session, keyring, body.id_type, body.id_number),
+        read,
+        client,
+        if_none_match,
+        "subject.looked_up",
+    )
 
 
 @router.post(
@@ -158,7 +188,7 @@ def screen_subjects(
     session: SessionDep,
     client: AgencyDep,
     clock: ClockDep,
-) -> ScreenReport:
+) -> Response:
     """Screen up to 1,000 identifiers at once (a procurement check): per identifier, found or
     not, the name and the profile summary. Every subject found gets an audit entry."""
     state = request.app.state
@@ -172,11 +202,7 @@ def screen_subjects(
         include=None,
         today=clock.today(),
     )
-    return service.screen(
-        session,
-        body.identifiers,
-        read,
-        client=client,
-        keyring=state.keyring,
-        standards=state.standards,
+    report = service.screen(
+        session, body.identifiers, read, client=client, standards=state.standards
     )
+    return Response(service.render(report), media_type="application/json")

@@ -10,10 +10,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
-from sqlalchemy import Row, select
+from sqlalchemy import Row
 from sqlalchemy.orm import Session
 
 from credit_hub.access.models import Scope
@@ -22,22 +22,13 @@ from credit_hub.audit import service as audit
 from credit_hub.errors import Forbidden, RequestInvalid, invalid_parameter
 from credit_hub.keyring import Keyring
 from credit_hub.profiles import queries
-from credit_hub.profiles.schemas import (
-    Department,
-    FormerName,
-    Profile,
-    ProfileRecord,
-    Region,
-    ScreenReport,
-    ScreenResult,
-    SubjectIdentity,
-    Summary,
-)
 from credit_hub.records.models import RecordStatus
 from credit_hub.standards.registry import Standards
 from credit_hub.subjects import identifiers as ids
 from credit_hub.subjects import service as subjects
-from credit_hub.subjects.models import Subject, SubjectKind, SubjectName
+from credit_hub.subjects.models import Subject, SubjectKind
+
+Json = dict[str, Any]
 
 INCLUDE_OPTIONS = ("unpublished", "withdrawn")
 MAX_SCREEN = 1000
@@ -124,82 +115,105 @@ def _person_id(subject: Subject, client: Principal, keyring: Keyring) -> str | N
     return subject.person_id_masked
 
 
-def identity(
-    session: Session, subject: Subject, client: Principal, keyring: Keyring
-) -> SubjectIdentity:
-    names = session.scalars(
-        select(SubjectName)
-        .where(SubjectName.subject_id == subject.id, SubjectName.name != subject.name)
-        .order_by(SubjectName.last_seen_on.desc())
-    ).all()
+def identity(session: Session, subject: Subject, client: Principal, keyring: Keyring) -> Json:
+    """The subject part of a profile (the shape of `SubjectIdentity`)."""
     region = None
     if subject.division:
-        region = Region(division=subject.division, province=ids.division_province(subject.division))
-    return SubjectIdentity(
-        id=subject.id,
-        kind=subject.kind,
-        name=subject.name,
-        uscc=subject.uscc,
-        org_code=subject.org_code,
-        reg_no=subject.reg_no,
-        person_id=_person_id(subject, client, keyring),
-        former_names=[
-            FormerName(name=n.name, first_seen_on=n.first_seen_on, last_seen_on=n.last_seen_on)
-            for n in names
+        region = {
+            "division": subject.division,
+            "province": ids.division_province(subject.division),
+        }
+    return {
+        "id": subject.id,
+        "kind": subject.kind,
+        "name": subject.name,
+        "uscc": subject.uscc,
+        "org_code": subject.org_code,
+        "reg_no": subject.reg_no,
+        "person_id": _person_id(subject, client, keyring),
+        "former_names": [
+            {"name": row.name, "first_seen_on": row.first_seen_on, "last_seen_on": row.last_seen_on}
+            for row in queries.former_names(session, subject.id, subject.name)
         ],
-        region=region,
-        registration_category=ids.uscc_registration_category(subject.uscc)
+        "region": region,
+        "registration_category": ids.uscc_registration_category(subject.uscc)
         if subject.uscc
         else None,
-    )
+    }
 
 
-def _record(row: Row[Any], client: Principal, keyring: Keyring) -> ProfileRecord:
+def _record(row: Row[Any], personal_data: bool, keyring: Keyring) -> Json:
+    """One record of a profile (the shape of `ProfileRecord`)."""
     data: dict[str, Any] = row.data
-    if row.personal_enc is not None and client.has_scope(Scope.PERSONAL_DATA):
+    if personal_data and row.personal_enc is not None:
         clear = keyring.decrypt(row.personal_enc)
         if clear is not None:
             data = data | orjson.loads(clear)
-    return ProfileRecord(
-        id=row.id,
-        standard=row.standard,
-        source_id=row.source_id,
-        version=row.version,
-        status=row.status,
-        severity=row.severity,
-        decision_date=row.decision_date,
-        publish_from=row.publish_from,
-        publish_until=row.publish_until,
-        under_objection=row.under_objection,
-        department=Department(id=row.department_id, name=row.department_name),
-        data=data,
-    )
+    return {
+        "id": row.id,
+        "standard": row.standard,
+        "source_id": row.source_id,
+        "version": row.version,
+        "status": row.status,
+        "severity": row.severity,
+        "decision_date": row.decision_date,
+        "publish_from": row.publish_from,
+        "publish_until": row.publish_until,
+        "under_objection": bool(row.under_objection),
+        "department": {"id": row.department_id, "name": row.department_name},
+        "data": data,
+    }
 
 
-def summarize(records: Sequence[ProfileRecord], penalty_standards: frozenset[str]) -> Summary:
+class Fact(NamedTuple):
+    """What a summary needs of a record."""
+
+    standard: str
+    status: str
+    under_objection: bool
+    decision_date: date
+    fine_amount_wan: Any
+
+
+def summarize(facts: Iterable[Fact], penalty_standards: frozenset[str]) -> Json:
+    """Counts per standard, active penalties, largest fine, objections, latest decision (the
+    shape of `Summary`)."""
     counts: dict[str, int] = defaultdict(int)
     largest: Decimal | None = None
-    for record in records:
-        counts[record.standard] += 1
-        raw = record.data.get("fine_amount_wan")
-        if raw is not None:
+    active = objections = 0
+    latest: date | None = None
+    for standard, status, under_objection, decided, fine in facts:
+        counts[standard] += 1
+        if fine is not None:
             try:
-                amount = Decimal(str(raw))
+                amount = Decimal(str(fine))
             except InvalidOperation:
-                continue
-            largest = amount if largest is None or amount > largest else largest
-    objections = sum(1 for r in records if r.under_objection)
-    return Summary(
-        counts=dict(sorted(counts.items())),
-        active_penalties=sum(
-            1
-            for r in records
-            if r.standard in penalty_standards and r.status == RecordStatus.ACTIVE
-        ),
-        largest_fine_wan=format(largest, "f") if largest is not None else None,
-        under_objection=objections > 0,
-        objections_open=objections,
-        latest_decision_date=max((r.decision_date for r in records), default=None),
+                amount = None
+            if amount is not None and (largest is None or amount > largest):
+                largest = amount
+        if status == RecordStatus.ACTIVE and standard in penalty_standards:
+            active += 1
+        if under_objection:
+            objections += 1
+        if latest is None or decided > latest:
+            latest = decided
+    return {
+        "counts": dict(sorted(counts.items())),
+        "active_penalties": active,
+        "largest_fine_wan": format(largest, "f") if largest is not None else None,
+        "under_objection": objections > 0,
+        "objections_open": objections,
+        "latest_decision_date": latest,
+    }
+
+
+def _fact(record: Json) -> Fact:
+    return Fact(
+        record["standard"],
+        record["status"],
+        record["under_objection"],
+        record["decision_date"],
+        record["data"].get("fine_amount_wan"),
     )
 
 
@@ -216,7 +230,8 @@ def profile(
     client: Principal,
     keyring: Keyring,
     standards: Standards,
-) -> Profile:
+) -> Json:
+    """The profile (the shape of `Profile`, built as plain data: it is serialized at once)."""
     if request.as_of_end is not None:
         first = queries.first_record_at(session, subject.id)
         if first is None or first > request.as_of_end:
@@ -234,16 +249,29 @@ def profile(
         include_unpublished=request.include_unpublished,
         include_withdrawn=request.include_withdrawn,
     )
-    records = [_record(row, client, keyring) for row in rows]
-    grouped: dict[str, list[ProfileRecord]] = defaultdict(list)
+    personal_data = client.has_scope(Scope.PERSONAL_DATA)
+    records = [_record(row, personal_data, keyring) for row in rows]
+    grouped: dict[str, list[Json]] = defaultdict(list)
     for record in records:
-        grouped[record.standard].append(record)
-    return Profile(
-        subject=identity(session, subject, client, keyring),
-        as_of=request.on,
-        records=dict(sorted(grouped.items())),
-        summary=summarize(records, penalty_standards(standards)),
-    )
+        grouped[record["standard"]].append(record)
+    return {
+        "subject": identity(session, subject, client, keyring),
+        "as_of": request.on,
+        "records": dict(sorted(grouped.items())),
+        "summary": summarize(map(_fact, records), penalty_standards(standards)),
+    }
+
+
+def render(document: Json) -> bytes:
+    """JSON bytes of a profile or screening built by this module (UTC times end in Z, as
+    pydantic writes them)."""
+    return orjson.dumps(document, option=orjson.OPT_UTC_Z, default=_encode)
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError(f"cannot serialize {type(value).__name__}")
 
 
 def audit_read(
@@ -289,9 +317,8 @@ def screen(
     request: ReadRequest,
     *,
     client: Principal,
-    keyring: Keyring,
     standards: Standards,
-) -> ScreenReport:
+) -> Json:
     """Many subjects in a fixed number of queries: keys by kind, then records, then audit."""
     if not identifiers:
         raise RequestInvalid(
@@ -334,34 +361,45 @@ def screen(
         raise RequestInvalid(f"{len(errors)} problem(s) in the identifiers.", errors=errors)
     found = subjects.find_many(session, parsed)
     subject_ids = sorted({s.id for s in found.values()})
-    rows = queries.visible_records(
+    facts: dict[uuid.UUID, list[Fact]] = defaultdict(list)
+    for row in queries.visible_facts(
         session,
         subject_ids,
         standards=request.standards,
         on=request.on,
         include_unpublished=request.include_unpublished,
         include_withdrawn=request.include_withdrawn,
-    )
-    by_subject: dict[uuid.UUID, list[ProfileRecord]] = defaultdict(list)
-    for row in rows:
-        by_subject[row.subject_id].append(_record(row, client, keyring))
+    ):
+        facts[row.subject_id].append(
+            Fact(row.standard, row.status, row.under_objection, row.decision_date, row.fine)
+        )
     penalties = penalty_standards(standards)
-    results = []
+    results: list[Json] = []
     for identifier, key in zip(identifiers, parsed, strict=True):
         subject = found.get(key)
         if subject is None:
-            results.append(ScreenResult(identifier=identifier, found=False))
+            results.append(
+                {
+                    "identifier": identifier,
+                    "found": False,
+                    "subject_id": None,
+                    "kind": None,
+                    "name": None,
+                    "summary": None,
+                }
+            )
             continue
         results.append(
-            ScreenResult(
-                identifier=identifier,
-                found=True,
-                subject_id=subject.id,
-                kind=subject.kind,
-                name=subject.name,
-                summary=summarize(by_subject.get(subject.id, []), penalties),
-            )
+            {
+                "identifier": identifier,
+                "found": True,
+                "subject_id": subject.id,
+                "kind": subject.kind,
+                "name": subject.name,
+                "summary": summarize(facts.get(subject.id, ()), penalties),
+            }
         )
+    payload = {"as_of": request.on.isoformat(), "screened": len(identifiers)}
     audit.record_many(
         session,
         [
@@ -372,16 +410,16 @@ def screen(
                 "purpose": request.purpose,
                 "case_ref": request.case_ref,
                 "result": "ok",
-                "payload": {"as_of": request.on.isoformat(), "screened": len(identifiers)},
+                "payload": payload,
             }
             for subject_id in subject_ids
         ],
     )
-    return ScreenReport(
-        purpose=request.purpose,
-        case_ref=request.case_ref,
-        as_of=request.on,
-        checked=len(identifiers),
-        found=sum(1 for r in results if r.found),
-        results=results,
-    )
+    return {
+        "purpose": request.purpose,
+        "case_ref": request.case_ref,
+        "as_of": request.on,
+        "checked": len(identifiers),
+        "found": sum(1 for r in results if r["found"]),
+        "results": results,
+    }

@@ -392,7 +392,10 @@ def find_many(
 
 
 def find(session: Session, key: str) -> Subject:
-    parsed = parse_key(key)
+    return find_parsed(session, parse_key(key))
+
+
+def find_parsed(session: Session, parsed: tuple[str, str | uuid.UUID]) -> Subject:
     subject = find_many(session, [parsed]).get(parsed)
     if subject is None:
         raise NotFound("No subject with this key is visible to this client.")

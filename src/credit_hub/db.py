@@ -12,11 +12,12 @@ from typing import Annotated, Any, ClassVar, cast
 
 import orjson
 from fastapi import Depends, Request
-from sqlalchemy import JSON, DateTime, Engine, MetaData, Table, create_engine, event
+from sqlalchemy import JSON, DateTime, Engine, MetaData, Table, create_engine, event, make_url
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
+from credit_hub import sqlite_writers
 from credit_hub.config import Settings
 
 NAMING_CONVENTION = {
@@ -97,6 +98,8 @@ def _sqlite_begin(connection: Any) -> None:
     # IMMEDIATE takes the write lock up front: two writers never deadlock upgrading a read lock.
     # Read-only work asks for `execution_options(read_only=True)` and never waits for writers.
     read_only = connection.get_execution_options().get("read_only", False)
+    if sqlite_writers.begin(connection.connection.driver_connection, read_only):
+        return  # a queued writer: BEGIN IMMEDIATE issued on its turn
     connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
@@ -114,9 +117,12 @@ def make_engine(settings: Settings, **overrides: Any) -> Engine:
         sqlite_options: dict[str, Any] = {"pool_size": 4, "max_overflow": 4}
         if ":memory:" in url:
             sqlite_options = {}
-        engine = create_engine(
-            url, connect_args={"check_same_thread": False}, **(sqlite_options | overrides)
-        )
+        connect_args: dict[str, Any] = {"check_same_thread": False}
+        database = make_url(url).database
+        if database and database != ":memory:" and not database.startswith("file:"):
+            queue = sqlite_writers.queue_for(database, timeout=30)
+            connect_args["factory"] = sqlite_writers.connection_factory(queue)
+        engine = create_engine(url, connect_args=connect_args, **(sqlite_options | overrides))
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
@@ -158,7 +164,8 @@ class Database:
             session.rollback()
 
 
-def get_db(request: Request) -> Database:
+async def get_db(request: Request) -> Database:
+    # async: a plain attribute read needs no thread-pool hop
     db: Database = request.app.state.db
     return db
 

@@ -146,7 +146,7 @@ def caller_headers(session: Session, kind: str) -> dict[str, str]:
         session.flush()
         operator = register(session, ClientKind.OPERATOR)
         _, code = selfservice.issue_code(
-            session, subject, operator=Principal.of(operator.client), now=Clock().now(), days=1
+            session, subject.id, operator=Principal.of(operator.client), now=Clock().now(), days=1
         )
         _, token = selfservice.redeem(session, code, now=Clock().now(), minutes=60)
         return {"Authorization": f"Bearer {token}"}

@@ -27,7 +27,6 @@ from credit_hub.errors import (
 from credit_hub.profiles import service
 from credit_hub.profiles.schemas import LookupRequest, Profile, ScreenReport, ScreenRequest
 from credit_hub.subjects import service as subjects
-from credit_hub.subjects.models import Subject
 
 router = APIRouter(tags=["profiles"])
 
@@ -46,7 +45,7 @@ CaseQuery = Annotated[
 def _answer(
     request: Request,
     db: Database,
-    find: Callable[[Session], Subject],
+    find: Callable[[Session], subjects.SubjectRow],
     read: service.ReadRequest,
     client: Principal,
     if_none_match: str | None,

@@ -26,7 +26,8 @@ from credit_hub.records.models import RecordStatus
 from credit_hub.standards.registry import Standards
 from credit_hub.subjects import identifiers as ids
 from credit_hub.subjects import service as subjects
-from credit_hub.subjects.models import Subject, SubjectKind
+from credit_hub.subjects.models import SubjectKind
+from credit_hub.subjects.service import SubjectRow
 
 Json = dict[str, Any]
 
@@ -105,17 +106,18 @@ def read_request(
     )
 
 
-def _person_id(subject: Subject, client: Principal, keyring: Keyring) -> str | None:
+def _person_id(subject: SubjectRow, client: Principal, keyring: Keyring) -> str | None:
     if subject.kind != SubjectKind.NATURAL_PERSON:
         return None
     if client.has_scope(Scope.PERSONAL_DATA) and subject.person_id_enc is not None:
         clear = keyring.decrypt(subject.person_id_enc)
         if clear is not None:
             return clear.decode().split("\x1f", 1)[-1]
-    return subject.person_id_masked
+    masked: str | None = subject.person_id_masked
+    return masked
 
 
-def identity(session: Session, subject: Subject, client: Principal, keyring: Keyring) -> Json:
+def identity(session: Session, subject: SubjectRow, client: Principal, keyring: Keyring) -> Json:
     """The subject part of a profile (the shape of `SubjectIdentity`)."""
     region = None
     if subject.division:
@@ -224,7 +226,7 @@ def penalty_standards(standards: Standards) -> frozenset[str]:
 
 def profile(
     session: Session,
-    subject: Subject,
+    subject: SubjectRow,
     request: ReadRequest,
     *,
     client: Principal,

@@ -28,7 +28,6 @@ from credit_hub.selfservice.schemas import (
     SessionIssued,
 )
 from credit_hub.subjects import service as subjects
-from credit_hub.subjects.models import Subject
 
 router = APIRouter(tags=["self"])
 
@@ -42,13 +41,13 @@ def _issue(
     session: SessionDep,
     clock: ClockDep,
     operator: OperatorDep,
-    subject: Subject,
+    subject: subjects.SubjectRow,
     body: AccessCodeCreate,
 ) -> AccessCodeIssued:
     settings = request.app.state.settings
     issued, code = service.issue_code(
         session,
-        subject,
+        subject.id,
         operator=operator,
         now=clock.now(),
         days=body.valid_days or settings.access_code_days,

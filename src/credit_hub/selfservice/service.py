@@ -42,11 +42,11 @@ def new_code() -> str:
 
 
 def issue_code(
-    session: Session, subject: Subject, *, operator: Principal, now: datetime, days: int
+    session: Session, subject_id: uuid.UUID, *, operator: Principal, now: datetime, days: int
 ) -> tuple[AccessCode, str]:
     code = new_code()
     issued = AccessCode(
-        subject_id=subject.id,
+        subject_id=subject_id,
         code_hash=_digest(normalize_code(code)),
         issued_by=operator.id,
         created_at=now,
@@ -58,7 +58,7 @@ def issue_code(
         session,
         actor=operator,
         action="access_code.issued",
-        subject_id=subject.id,
+        subject_id=subject_id,
         result="issued",
         payload={"access_code_id": str(issued.id), "expires_at": issued.expires_at.isoformat()},
     )

@@ -146,5 +146,5 @@ def search(
     return hits, _cursor(rows[-1].position) if more and rows else None
 
 
-def _hit(subject: Subject, matched: str) -> Hit:
+def _hit(subject: Subject | subjects.SubjectRow, matched: str) -> Hit:
     return Hit(subject.id, subject.kind, subject.name, matched, subject.uscc, subject.division)

@@ -13,10 +13,10 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Row, Select, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from credit_hub import bulk
@@ -242,6 +242,14 @@ def _resolve_persons(
     return found
 
 
+_WIDEN_SPAN = {
+    "first_seen_on": "CASE WHEN excluded.first_seen_on < subject_name.first_seen_on "
+    "THEN excluded.first_seen_on ELSE subject_name.first_seen_on END",
+    "last_seen_on": "CASE WHEN excluded.last_seen_on > subject_name.last_seen_on "
+    "THEN excluded.last_seen_on ELSE subject_name.last_seen_on END",
+}
+
+
 def _record_names(
     session: Session,
     refs: Sequence[SubjectRef],
@@ -273,24 +281,18 @@ def _record_names(
         for key, span in spans.items()
         if key not in known or span[0] < known[key][0] or span[1] > known[key][1]
     }
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    least = func.least if dialect == "postgresql" else func.min
-    greatest = func.greatest if dialect == "postgresql" else func.max
-    stmt = insert(table(SubjectName))
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["subject_id", "name"],
-        set_={
-            "first_seen_on": least(SubjectName.first_seen_on, stmt.excluded.first_seen_on),
-            "last_seen_on": greatest(SubjectName.last_seen_on, stmt.excluded.last_seen_on),
-        },
-    )
     name_rows = [
         {"id": new_id(), "subject_id": s, "name": n, "first_seen_on": f, "last_seen_on": last}
         for (s, n), (f, last) in sorted(changed.items(), key=lambda kv: (kv[0][0].int, kv[0][1]))
     ]
-    if name_rows:
-        session.execute(stmt, name_rows)
+    # A concurrent batch may add the same name first: widen its span instead.
+    bulk.upsert_rows(
+        session,
+        table(SubjectName),
+        name_rows,
+        conflict=["subject_id", "name"],
+        set_=_WIDEN_SPAN,
+    )
     latest: dict[uuid.UUID, tuple[date, str]] = {}
     for (subject_id, name), (_, last) in spans.items():
         if subject_id not in latest or last >= latest[subject_id][0]:
@@ -307,15 +309,9 @@ def _record_names(
             continue
         current_name, current_day = current[subject_id]
         if current_day is None or (current_day <= day and current_name != name):
-            changes.append({"b_id": subject_id, "b_name": name, "b_day": day})
+            changes.append({"id": subject_id, "name": name, "name_seen_on": day})
     if changes:  # renamed subjects only: usually few
-        subjects = table(Subject)
-        session.execute(
-            update(subjects)
-            .where(subjects.c.id == bindparam("b_id"))
-            .values(name=bindparam("b_name"), name_seen_on=bindparam("b_day")),
-            changes,
-        )
+        bulk.update_rows(session, table(Subject), changes, key=["id"])
 
 
 def merge_waiting(session: Session, into: uuid.UUID, waiting: uuid.UUID) -> None:
@@ -359,31 +355,30 @@ def parse_key(key: str) -> tuple[str, str | uuid.UUID]:
     )
 
 
+_SUBJECTS = table(Subject)
+# A subject as the read side sees it: the subject table's columns, no ORM identity.
+SubjectRow = Row[Any]
+
+
 def find_many(
     session: Session, keys: Sequence[tuple[str, str | uuid.UUID]]
-) -> dict[tuple[str, str | uuid.UUID], Subject]:
+) -> dict[tuple[str, str | uuid.UUID], SubjectRow]:
     """Subjects by parsed key, one query per kind of key; merged subjects are followed."""
-    columns = {
-        KeyKind.ID: Subject.id,
-        KeyKind.USCC: Subject.uscc,
-        KeyKind.ORG_CODE: Subject.org_code,
-        KeyKind.REG_NO: Subject.reg_no,
-    }
-    found: dict[tuple[str, str | uuid.UUID], Subject] = {}
-    for kind, column in columns.items():
+    connection = session.connection()
+    found: dict[tuple[str, str | uuid.UUID], SubjectRow] = {}
+    for kind in (KeyKind.ID, KeyKind.USCC, KeyKind.ORG_CODE, KeyKind.REG_NO):
         values = [value for k, value in keys if k == kind]
         for chunk in _chunks(values):
             # With a USCC subject and a waiting one sharing a legacy code, the USCC one wins.
-            for subject in session.scalars(
-                select(Subject).where(column.in_(chunk)).order_by(Subject.uscc.is_(None))
-            ):
-                value = getattr(subject, column.key)
-                found.setdefault((kind, value), subject)
+            for subject in connection.execute(_by_column(kind), {"values": list(chunk)}):
+                found.setdefault((kind, getattr(subject, kind)), subject)
     merged = {k: s.merged_into_id for k, s in found.items() if s.merged_into_id is not None}
     if merged:
         targets = {
             s.id: s
-            for s in session.scalars(select(Subject).where(Subject.id.in_(set(merged.values()))))
+            for s in connection.execute(
+                _by_column(KeyKind.ID), {"values": list(set(merged.values()))}
+            )
         }
         for key, target in merged.items():
             if target in targets:
@@ -391,18 +386,29 @@ def find_many(
     return found
 
 
-def find(session: Session, key: str) -> Subject:
+@lru_cache(maxsize=8)
+def _by_column(kind: str) -> Select[Any]:
+    """Subjects whose column `kind` (a KeyKind: the column's name) is in :values."""
+    column = _SUBJECTS.c[kind]
+    return (
+        select(_SUBJECTS)
+        .where(column.in_(bindparam("values", expanding=True)))
+        .order_by(_SUBJECTS.c.uscc.is_(None))
+    )
+
+
+def find(session: Session, key: str) -> SubjectRow:
     return find_parsed(session, parse_key(key))
 
 
-def find_parsed(session: Session, parsed: tuple[str, str | uuid.UUID]) -> Subject:
+def find_parsed(session: Session, parsed: tuple[str, str | uuid.UUID]) -> SubjectRow:
     subject = find_many(session, [parsed]).get(parsed)
     if subject is None:
         raise NotFound("No subject with this key is visible to this client.")
     return subject
 
 
-def find_person(session: Session, keyring: Keyring, id_type: str, id_number: str) -> Subject:
+def find_person(session: Session, keyring: Keyring, id_type: str, id_number: str) -> SubjectRow:
     number = ids.normalize_identifier(id_number)
     if id_type == RESIDENT_ID_TYPE:
         try:
@@ -413,7 +419,7 @@ def find_person(session: Session, keyring: Keyring, id_type: str, id_number: str
                 errors=[{"pointer": "/id_number", "code": exc.code, "message": exc.message}],
             ) from None
     key = keyring.person_key(id_type, number)
-    subject = session.scalar(select(Subject).where(Subject.person_key == key))
+    subject = session.execute(select(_SUBJECTS).where(_SUBJECTS.c.person_key == key)).first()
     if subject is None:
         raise NotFound("No subject with this key is visible to this client.")
     return subject

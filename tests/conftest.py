@@ -97,6 +97,10 @@ class TestDatabase(Database):
     def __init__(self, session: Session) -> None:
         self.session = session
 
+    @property
+    def one_writer(self) -> bool:
+        return self.session.get_bind().dialect.name == "sqlite"
+
     @contextmanager
     def write(self) -> Iterator[Session]:
         with self.session.begin_nested():

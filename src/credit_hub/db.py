@@ -74,11 +74,22 @@ _VARIANT = 0x2 << 62
 _RANDOM_BITS = ~((0xF << 76) | (0x3 << 62)) & ((1 << 80) - 1)
 
 
+_MS_BITS = (1 << 48) - 1
+_new_object = object.__new__
+_set_slot = object.__setattr__
+_UNKNOWN = uuid.SafeUUID.unknown
+
+
 def new_id() -> uuid.UUID:
     """Time-ordered ids (UUIDv7 layout): B-tree inserts stay at the right edge as tables grow."""
     ms = time.time_ns() // 1_000_000
     rand = int.from_bytes(os.urandom(10), "big") & _RANDOM_BITS
-    return uuid.UUID(int=(ms & ((1 << 48) - 1)) << 80 | rand | _VERSION_7 | _VARIANT)
+    # What UUID(int=...) builds, without its argument checks (a batch makes thousands of ids;
+    # the value is in range by construction).
+    value = _new_object(uuid.UUID)
+    _set_slot(value, "int", (ms & _MS_BITS) << 80 | rand | _VERSION_7 | _VARIANT)
+    _set_slot(value, "is_safe", _UNKNOWN)
+    return value
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -148,6 +159,12 @@ class Database:
 
     def __init__(self, factory: sessionmaker[Session]) -> None:
         self.factory = factory
+
+    @property
+    def one_writer(self) -> bool:
+        """True on SQLite, where a write transaction holds the only write lock from its start."""
+        bind = self.factory.kw["bind"]
+        return bool(bind.dialect.name == "sqlite")
 
     @contextmanager
     def write(self) -> Iterator[Session]:

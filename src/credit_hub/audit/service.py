@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from sqlalchemy import insert, select, text
@@ -21,8 +21,10 @@ from sqlalchemy.orm import Session
 
 from credit_hub.access.service import Principal
 from credit_hub.audit.models import AuditEvent
-from credit_hub.db import table, utcnow
+from credit_hub.db import Database, table, utcnow
 from credit_hub.log import current_request_id
+
+Result = TypeVar("Result")
 
 GENESIS = "0" * 64
 _LOCK_KEY = 0x63726564  # "cred": the advisory lock that orders appends to the chain
@@ -135,6 +137,29 @@ def record_many(session: Session, events: Sequence[dict[str, Any]]) -> list[dict
         next_id, prev_hash = next_id + 1, event["hash"]
     connection.execute(insert(_AUDIT), made)
     return made
+
+
+def audited_read(
+    db: Database, read: Callable[[Session], Result], append: Callable[[Session, Result], None]
+) -> Result:
+    """Run `read`, then `append` its audit events, committed before the caller answers.
+
+    On PostgreSQL both run in one transaction. On SQLite a write transaction holds the only
+    write lock from its first statement, so holding it through the read would serialize every
+    reader of every worker: there the read runs in a snapshot without the lock, and the events
+    are appended in a short write transaction right after it. Either way no answer leaves
+    without its committed audit event, and a failed append fails the request.
+    """
+    if db.one_writer:
+        with db.read() as session:
+            result = read(session)
+        with db.write() as session:
+            append(session, result)
+        return result
+    with db.write() as session:
+        result = read(session)
+        append(session, result)
+    return result
 
 
 @dataclass(frozen=True)

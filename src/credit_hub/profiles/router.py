@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from datetime import date
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import Response
@@ -14,8 +15,9 @@ from starlette.concurrency import run_in_threadpool
 from credit_hub.access.auth import AgencyDep
 from credit_hub.access.models import Scope
 from credit_hub.access.service import Principal
+from credit_hub.audit import service as audit
 from credit_hub.clock import ClockDep
-from credit_hub.db import Database, DbDep, SessionDep
+from credit_hub.db import Database, DbDep
 from credit_hub.errors import (
     Forbidden,
     MalformedJson,
@@ -51,29 +53,28 @@ def _answer(
     if_none_match: str | None,
     action: str,
 ) -> Response:
-    """Find the subject, build its profile and append the audit event in one transaction,
-    committed before the answer leaves (run in a worker thread: one hop per read)."""
+    """Find the subject, build its profile, append the audit event (run in a worker thread:
+    one hop per read)."""
     state = request.app.state
-    with db.write() as session:
+
+    def build(session: Session) -> tuple[uuid.UUID, bytes, int]:
         subject = find(session)
         result = service.profile(
             session, subject, read, client=client, keyring=state.keyring, standards=state.standards
         )
-        body = service.render(result)
-        tag = service.etag(body)
-        records = sum(len(v) for v in result["records"].values())
-        not_modified = service.matches(if_none_match, tag)
+        return subject.id, service.render(result), sum(map(len, result["records"].values()))
+
+    def append(session: Session, built: tuple[uuid.UUID, bytes, int]) -> None:
+        subject_id, body, records = built
+        outcome = "not_modified" if service.matches(if_none_match, service.etag(body)) else "ok"
         service.audit_read(
-            session,
-            client,
-            subject.id,
-            read,
-            action=action,
-            result="not_modified" if not_modified else "ok",
-            records=records,
+            session, client, subject_id, read, action=action, result=outcome, records=records
         )
+
+    _, body, _ = audit.audited_read(db, build, append)
+    tag = service.etag(body)
     headers = {"ETag": tag, "Cache-Control": "private, no-cache"}
-    if not_modified:
+    if service.matches(if_none_match, tag):
         return Response(status_code=304, headers=headers)
     return Response(body, media_type="application/json", headers=headers)
 
@@ -181,10 +182,10 @@ async def lookup_person(
     response_model=ScreenReport,
     responses=problem_responses(MalformedJson, Unauthorized, Forbidden, RequestInvalid),
 )
-def screen_subjects(
+async def screen_subjects(
     body: ScreenRequest,
     request: Request,
-    session: SessionDep,
+    db: DbDep,
     client: AgencyDep,
     clock: ClockDep,
 ) -> Response:
@@ -201,7 +202,13 @@ def screen_subjects(
         include=None,
         today=clock.today(),
     )
-    report = service.screen(
-        session, body.identifiers, read, client=client, standards=state.standards
-    )
+    identifiers = body.identifiers
+
+    def screen(session: Session) -> dict[str, Any]:
+        return service.screen(session, identifiers, read, standards=state.standards)
+
+    def append(session: Session, report: dict[str, Any]) -> None:
+        service.audit_screening(session, client, read, report)
+
+    report = await run_in_threadpool(audit.audited_read, db, screen, append)
     return Response(service.render(report), media_type="application/json")

@@ -318,10 +318,10 @@ def screen(
     identifiers: Sequence[str],
     request: ReadRequest,
     *,
-    client: Principal,
     standards: Standards,
 ) -> Json:
-    """Many subjects in a fixed number of queries: keys by kind, then records, then audit."""
+    """Many subjects in a fixed number of queries: keys by kind, then the facts of their
+    records (the caller appends the audit events: `audit_screening`)."""
     if not identifiers:
         raise RequestInvalid(
             "Give at least one identifier.",
@@ -401,7 +401,21 @@ def screen(
                 "summary": summarize(facts.get(subject.id, ()), penalties),
             }
         )
-    payload = {"as_of": request.on.isoformat(), "screened": len(identifiers)}
+    return {
+        "purpose": request.purpose,
+        "case_ref": request.case_ref,
+        "as_of": request.on,
+        "checked": len(identifiers),
+        "found": sum(1 for r in results if r["found"]),
+        "results": results,
+    }
+
+
+def audit_screening(
+    session: Session, client: Principal, request: ReadRequest, report: Json
+) -> None:
+    """One audit event per subject found by a screening."""
+    payload = {"as_of": request.on.isoformat(), "screened": report["checked"]}
     audit.record_many(
         session,
         [
@@ -414,14 +428,6 @@ def screen(
                 "result": "ok",
                 "payload": payload,
             }
-            for subject_id in subject_ids
+            for subject_id in sorted({r["subject_id"] for r in report["results"] if r["found"]})
         ],
     )
-    return {
-        "purpose": request.purpose,
-        "case_ref": request.case_ref,
-        "as_of": request.on,
-        "checked": len(identifiers),
-        "found": sum(1 for r in results if r["found"]),
-        "results": results,
-    }

@@ -16,12 +16,13 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import orjson
-from sqlalchemy import insert, select, text
+from sqlalchemy import bindparam, insert, select, text
 from sqlalchemy.orm import Session
 
 from credit_hub.access.service import Principal
 from credit_hub.audit.models import AuditEvent
 from credit_hub.db import Database, table, utcnow
+from credit_hub.fastsql import Prepared
 from credit_hub.log import current_request_id
 
 Result = TypeVar("Result")
@@ -46,7 +47,9 @@ _CONTENT = (
     "payload",
 )
 _AUDIT = table(AuditEvent)
-_LAST = select(_AUDIT.c.id, _AUDIT.c.hash).order_by(_AUDIT.c.id.desc()).limit(1)
+_LAST = Prepared(select(_AUDIT.c.id, _AUDIT.c.hash).order_by(_AUDIT.c.id.desc()).limit(1))
+_APPEND_ONE = Prepared(insert(_AUDIT).values({c.key: bindparam(c.key) for c in _AUDIT.c}))
+_LOCK = Prepared(text("SELECT pg_advisory_xact_lock(:key)").bindparams(key=_LOCK_KEY))
 
 
 def _text(value: Any) -> Any:
@@ -106,10 +109,9 @@ def record_many(session: Session, events: Sequence[dict[str, Any]]) -> list[dict
     statements on the session's connection: this runs on every profile read)."""
     if not events:
         return []
-    connection = session.connection()
-    if connection.dialect.name == "postgresql":
-        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
-    last = connection.execute(_LAST).first()
+    if session.get_bind().dialect.name == "postgresql":
+        _LOCK.rows(session)
+    last = _LAST.first(session)
     next_id, prev_hash = ((last.id + 1), last.hash) if last else (1, GENESIS)
     request_id = current_request_id()
     now = utcnow()
@@ -135,7 +137,10 @@ def record_many(session: Session, events: Sequence[dict[str, Any]]) -> list[dict
         event["hash"] = _digest(prev_hash, event)
         made.append(event)
         next_id, prev_hash = next_id + 1, event["hash"]
-    connection.execute(insert(_AUDIT), made)
+    if len(made) == 1:
+        _APPEND_ONE.rows(session, **made[0])
+    else:
+        session.connection().execute(insert(_AUDIT), made)
     return made
 
 

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from credit_hub.access.models import Client
 from credit_hub.db import table
+from credit_hub.fastsql import Prepared
 from credit_hub.records.models import Record, RecordStatus, RecordVersion
 from credit_hub.subjects.models import SubjectName
 
@@ -37,7 +38,12 @@ def _chunks(values: Sequence[Any]) -> Iterable[Sequence[Any]]:
 
 @lru_cache(maxsize=32)
 def _visible_statement(
-    as_of: bool, include_unpublished: bool, include_withdrawn: bool, *, facts: bool = False
+    as_of: bool,
+    include_unpublished: bool,
+    include_withdrawn: bool,
+    *,
+    facts: bool = False,
+    single: bool = False,
 ) -> Select[Any]:
     r, v = _RECORDS.c, _VERSIONS.c
     status: Any
@@ -47,7 +53,10 @@ def _visible_statement(
         # Repaired and withheld (minors') records are never shown, whatever the scope.
         conditions = [r.status != RecordStatus.REPAIRED, r.withheld_reason.is_(None)]
         if not include_withdrawn:
-            conditions.append(r.status.in_([RecordStatus.ACTIVE, RecordStatus.EXPIRED]))
+            # Not IN (...): a constant list compiles to an expanding parameter (fastsql).
+            conditions.append(
+                or_(r.status == RecordStatus.ACTIVE, r.status == RecordStatus.EXPIRED)
+            )
     else:
         end = bindparam("as_of_end", type_=r.created_at.type)
         version_join = and_(
@@ -103,12 +112,23 @@ def _visible_statement(
         .join(_VERSIONS, version_join)
         .join(_CLIENTS, _CLIENTS.c.id == r.department_id)
         .where(
-            r.subject_id.in_(bindparam("subject_ids", expanding=True)),
-            r.standard.in_(bindparam("standards", expanding=True)),
+            # One subject (a profile): its few records are filtered by standard afterwards,
+            # so that the statement has scalar parameters only (fastsql).
+            r.subject_id == bindparam("subject_id")
+            if single
+            else and_(
+                r.subject_id.in_(bindparam("subject_ids", expanding=True)),
+                r.standard.in_(bindparam("standards", expanding=True)),
+            ),
             *conditions,
         )
         .order_by(r.standard, r.decision_date.desc(), r.source_id)
     )
+
+
+@lru_cache(maxsize=16)
+def _one_subject(as_of: bool, include_unpublished: bool, include_withdrawn: bool) -> Prepared:
+    return Prepared(_visible_statement(as_of, include_unpublished, include_withdrawn, single=True))
 
 
 def visible_records(
@@ -126,12 +146,17 @@ def visible_records(
     wanted = sorted(set(standards))
     if not wanted or not subject_ids:
         return []
-    stmt = _visible_statement(as_of_end is not None, include_unpublished, include_withdrawn)
-    params: dict[str, Any] = {"standards": wanted}
+    shape = (as_of_end is not None, include_unpublished, include_withdrawn)
+    params: dict[str, Any] = {}
     if as_of_end is not None:
         params["as_of_end"] = as_of_end
     if not include_unpublished:
         params["on"] = on
+    if len(subject_ids) == 1:
+        found = _one_subject(*shape).rows(session, subject_id=subject_ids[0], **params)
+        return [row for row in found if row.standard in wanted]
+    stmt = _visible_statement(*shape)
+    params["standards"] = wanted
     connection = session.connection()
     rows: list[Row[Any]] = []
     for chunk in _chunks(list(subject_ids)):
@@ -139,7 +164,7 @@ def visible_records(
     return rows
 
 
-_FIRST_RECORD_AT = (
+_FIRST_RECORD_AT = Prepared(
     select(_RECORDS.c.created_at)
     .where(_RECORDS.c.subject_id == bindparam("subject_id"))
     .order_by(_RECORDS.c.created_at)
@@ -148,24 +173,20 @@ _FIRST_RECORD_AT = (
 
 
 def first_record_at(session: Session, subject_id: uuid.UUID) -> datetime | None:
-    found: datetime | None = (
-        session.connection().execute(_FIRST_RECORD_AT, {"subject_id": subject_id}).scalar()
-    )
-    return found
+    found = _FIRST_RECORD_AT.first(session, subject_id=subject_id)
+    return found.created_at if found is not None else None
 
 
-_FORMER_NAMES = (
+_FORMER_NAMES = Prepared(
     select(_NAMES.c.name, _NAMES.c.first_seen_on, _NAMES.c.last_seen_on)
     .where(_NAMES.c.subject_id == bindparam("subject_id"), _NAMES.c.name != bindparam("name"))
     .order_by(_NAMES.c.last_seen_on.desc())
 )
 
 
-def former_names(session: Session, subject_id: uuid.UUID, current: str) -> list[Row[Any]]:
+def former_names(session: Session, subject_id: uuid.UUID, current: str) -> list[Any]:
     """A subject's other names, the most recently seen first."""
-    return list(
-        session.connection().execute(_FORMER_NAMES, {"subject_id": subject_id, "name": current})
-    )
+    return _FORMER_NAMES.rows(session, subject_id=subject_id, name=current)
 
 
 def visible_facts(

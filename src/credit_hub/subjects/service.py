@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from credit_hub import bulk
 from credit_hub.db import new_id, table, utcnow
 from credit_hub.errors import NotFound, RequestInvalid
+from credit_hub.fastsql import Prepared
 from credit_hub.keyring import Keyring
 from credit_hub.records.models import Record
 from credit_hub.standards.engine import RESIDENT_ID_TYPE, SubjectRef
@@ -397,12 +398,27 @@ def _by_column(kind: str) -> Select[Any]:
     )
 
 
+@lru_cache(maxsize=8)
+def _one_by_column(kind: str) -> Prepared:
+    column = _SUBJECTS.c[kind]
+    return Prepared(
+        select(_SUBJECTS)
+        .where(column == bindparam("value"))
+        .order_by(_SUBJECTS.c.uscc.is_(None))
+        .limit(1)
+    )
+
+
 def find(session: Session, key: str) -> SubjectRow:
     return find_parsed(session, parse_key(key))
 
 
 def find_parsed(session: Session, parsed: tuple[str, str | uuid.UUID]) -> SubjectRow:
-    subject = find_many(session, [parsed]).get(parsed)
+    """One subject by parsed key (a profile read: prepared statements, see fastsql)."""
+    kind, value = parsed
+    subject: SubjectRow | None = _one_by_column(kind).first(session, value=value)
+    if subject is not None and subject.merged_into_id is not None:
+        subject = _one_by_column(KeyKind.ID).first(session, value=subject.merged_into_id)
     if subject is None:
         raise NotFound("No subject with this key is visible to this client.")
     return subject

@@ -106,11 +106,12 @@ def _visible_statement(
             v.data,
             v.personal_enc,
         ]
-    return (
+    joined = _RECORDS.join(_VERSIONS, version_join)
+    if not facts:  # summaries need neither the department's name nor an order
+        joined = joined.join(_CLIENTS, _CLIENTS.c.id == r.department_id)
+    stmt = (
         select(*columns)
-        .select_from(_RECORDS)
-        .join(_VERSIONS, version_join)
-        .join(_CLIENTS, _CLIENTS.c.id == r.department_id)
+        .select_from(joined)
         .where(
             # One subject (a profile): its few records are filtered by standard afterwards,
             # so that the statement has scalar parameters only (fastsql).
@@ -122,8 +123,8 @@ def _visible_statement(
             ),
             *conditions,
         )
-        .order_by(r.standard, r.decision_date.desc(), r.source_id)
     )
+    return stmt if facts else stmt.order_by(r.standard, r.decision_date.desc(), r.source_id)
 
 
 @lru_cache(maxsize=16)

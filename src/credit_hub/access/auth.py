@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -31,8 +32,9 @@ class PrincipalCache:
 
     MAX_ENTRIES = 10_000
 
-    def __init__(self, ttl: float) -> None:
+    def __init__(self, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.ttl = ttl
+        self.clock = clock
         self._entries: dict[bytes, tuple[float, Principal]] = {}
         self._lock = threading.Lock()
 
@@ -44,7 +46,7 @@ class PrincipalCache:
         if self.ttl <= 0:
             return None
         entry = self._entries.get(self._digest(key))
-        if entry is None or time.monotonic() - entry[0] > self.ttl:
+        if entry is None or self.clock() - entry[0] > self.ttl:
             return None
         return entry[1]
 
@@ -54,7 +56,7 @@ class PrincipalCache:
         with self._lock:
             if len(self._entries) >= self.MAX_ENTRIES:
                 self._entries.clear()
-            self._entries[self._digest(key)] = (time.monotonic(), principal)
+            self._entries[self._digest(key)] = (self.clock(), principal)
 
     def forget_all(self) -> None:
         with self._lock:

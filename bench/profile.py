@@ -61,6 +61,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import _http, _loader, _server
 from bench._server import BIN, ROOT, BenchError, Server
 from credit_hub.access.service import authenticate
+from credit_hub.audit import service as audit
 from credit_hub.config import Settings
 from credit_hub.db import make_engine, make_sessionmaker
 from credit_hub.keyring import load_keyring
@@ -702,7 +703,9 @@ def explain(store: Store) -> None:
                 result = profiles.profile(
                     session, subject, read, client=agency, keyring=keyring, standards=standards
                 )
-                profiles.audit_read(session, agency, subject.id, read, records=1)
+                audit.record_many(
+                    session, [profiles.read_event(agency, subject.id, read, records=1)]
+                )
             statements = len(seen)
             captured += [Captured("profile", s, p) for s, p, many in seen if not many]
             print(
@@ -722,7 +725,7 @@ def explain(store: Store) -> None:
             screen = orjson.loads(load.screenings(1, "explain")[0].body or b"{}")
             with capturing(engine) as seen:
                 report = profiles.screen(session, screen["identifiers"], read, standards=standards)
-                profiles.audit_screening(session, agency, read, report)
+                audit.record_many(session, profiles.screening_events(agency, read, report))
             print(f"  one screening of {SCREEN_SIZE:,}: {len(seen)} statements")
             captured += [Captured("screening", s, p) for s, p, many in seen if not many]
             session.rollback()

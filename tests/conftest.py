@@ -67,6 +67,9 @@ def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Set
         spool_dir=tmp_path_factory.mktemp("spool"),  # never the working directory
         maintenance_every_hours=0,  # tests run maintenance themselves, on a FixedClock
         worker_enabled=False,  # tests run file-submission jobs themselves
+        # Reads append their audit events in the test's own transaction (tests/audit tests the
+        # appender on a database of its own).
+        audit_group_commit=False,
         **secrets,  # type: ignore[arg-type]
     )
 

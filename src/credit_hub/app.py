@@ -16,6 +16,7 @@ from credit_hub import __version__
 from credit_hub.access.auth import PrincipalCache
 from credit_hub.access.router import router as admin_router
 from credit_hub.audit.router import router as audit_router
+from credit_hub.audit.service import Appender
 from credit_hub.changes.delivery import Deliverer, DeliveryThread, make_http_client
 from credit_hub.changes.router import router as changes_router
 from credit_hub.changes.webhooks_router import router as subscriptions_router
@@ -134,6 +135,8 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.audit_group_commit:
+            app.state.audit_appender = Appender(app.state.db)
         stop = None
         if settings.maintenance_every_hours > 0:  # expiry and retention without a cron
             _, stop = maintenance.schedule(
@@ -156,6 +159,8 @@ def create_app(
         yield
         if app.state.worker is not None:
             app.state.worker.stop()
+        if app.state.audit_appender is not None:
+            app.state.audit_appender.close()
         if webhooks is not None:
             webhooks.stop()
         if stop is not None:
@@ -182,6 +187,7 @@ def create_app(
     app.state.head_revision = head_revision(settings)
     app.state.worker = None
     app.state.principals = PrincipalCache(settings.auth_cache_seconds)
+    app.state.audit_appender = None  # started by the lifespan (audit_group_commit)
     app.state.rate_limiter = make_limiter(settings.rate_limit_per_second, settings.rate_limit_burst)
 
     install_problem_handlers(app)

@@ -67,6 +67,8 @@ class Settings(BaseSettings):
     # How long a server process trusts a key it has checked (revocation reaches the other
     # worker processes within this time; 0 checks every request).
     auth_cache_seconds: float = Field(default=1.0, ge=0, le=60)
+    # Audit events of concurrent reads appended together, one commit for all (docs/architecture.md).
+    audit_group_commit: bool = True
 
     purposes: list[str] = Field(default_factory=lambda: list(DEFAULT_PURPOSES))
     pool_size: int = 10

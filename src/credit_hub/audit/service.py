@@ -9,8 +9,11 @@ commit that follows), on SQLite by the write lock every writing transaction hold
 from __future__ import annotations
 
 import hashlib
+import queue
+import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -116,7 +119,7 @@ def record_many(session: Session, events: Sequence[dict[str, Any]]) -> list[dict
     request_id = current_request_id()
     now = utcnow()
     made: list[dict[str, Any]] = []
-    for spec in events:
+    for spec in events:  # events queued by an Appender carry their request's id
         actor: Principal | None = spec.get("actor")
         event = {
             "id": next_id,
@@ -129,7 +132,7 @@ def record_many(session: Session, events: Sequence[dict[str, Any]]) -> list[dict
             "submission_id": spec.get("submission_id"),
             "purpose": spec.get("purpose"),
             "case_ref": spec.get("case_ref"),
-            "request_id": request_id,
+            "request_id": spec.get("request_id", request_id),
             "result": spec.get("result"),
             "payload": spec.get("payload"),
             "prev_hash": prev_hash,
@@ -144,26 +147,100 @@ def record_many(session: Session, events: Sequence[dict[str, Any]]) -> list[dict
     return made
 
 
-def audited_read(
-    db: Database, read: Callable[[Session], Result], append: Callable[[Session, Result], None]
-) -> Result:
-    """Run `read`, then `append` its audit events, committed before the caller answers.
+def read_event(**spec: Any) -> dict[str, Any]:
+    """An event to append later (by an Appender): its time and request id are taken now."""
+    return spec | {"at": utcnow(), "request_id": current_request_id()}
 
-    On PostgreSQL both run in one transaction. On SQLite a write transaction holds the only
-    write lock from its first statement, so holding it through the read would serialize every
-    reader of every worker: there the read runs in a snapshot without the lock, and the events
-    are appended in a short write transaction right after it. Either way no answer leaves
-    without its committed audit event, and a failed append fails the request.
+
+class Appender:
+    """Appends the audit events of concurrent reads in batches (group commit).
+
+    A read hands its events over and waits until they are committed; one thread takes every
+    event waiting and appends them with one chain lock, one insert and one commit. On
+    PostgreSQL the chain lock is held from the append to the commit, so appending one read
+    at a time caps a server at one read per lock-and-commit cycle whatever its cores; on SQLite
+    each append is a write transaction queued for the database's one write lock.
     """
+
+    MAX_BATCH = 500
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._queue: queue.SimpleQueue[tuple[list[dict[str, Any]], Future[None]] | None]
+        self._queue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="audit-appender", daemon=True)
+        self._thread.start()
+
+    def append(self, events: list[dict[str, Any]], timeout: float = 60) -> None:
+        """Append `events` (from `read_event`); returns once committed, raises if not."""
+        if not events:
+            return
+        done: Future[None] = Future()
+        self._queue.put((events, done))
+        done.result(timeout=timeout)
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            batch = [item]
+            size = len(item[0])
+            while size < self.MAX_BATCH:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._queue.put(None)  # stop after this batch
+                    break
+                batch.append(more)
+                size += len(more[0])
+            try:
+                with self.db.write() as session:
+                    record_many(session, [event for events, _ in batch for event in events])
+            except Exception as exc:  # every waiting read fails: no answer without its event
+                for _, done in batch:
+                    done.set_exception(exc)
+            else:
+                for _, done in batch:
+                    done.set_result(None)
+
+
+def audited_read(
+    db: Database,
+    read: Callable[[Session], Result],
+    events: Callable[[Result], list[dict[str, Any]]],
+    appender: Appender | None = None,
+) -> Result:
+    """Run `read`, then append its audit `events`, committed before the caller answers.
+
+    With an `appender` (the server), the read runs in a read-only transaction and its events
+    are appended with those of concurrent reads right after it. Without one (tests, tools), on
+    PostgreSQL both run in one transaction; on SQLite, where a write transaction holds the
+    only write lock from its first statement (holding it through the read would serialize
+    every reader of every worker), the read runs in a snapshot and the events are appended in a
+    short write transaction right after. Either way no answer leaves without its committed
+    audit event, and a failed append fails the request.
+    """
+    if appender is not None:
+        with db.read() as session:
+            result = read(session)
+        appender.append(events(result))
+        return result
     if db.one_writer:
         with db.read() as session:
             result = read(session)
         with db.write() as session:
-            append(session, result)
+            record_many(session, events(result))
         return result
     with db.write() as session:
         result = read(session)
-        append(session, result)
+        record_many(session, events(result))
     return result
 
 

@@ -64,14 +64,16 @@ def _answer(
         )
         return subject.id, service.render(result), sum(map(len, result["records"].values()))
 
-    def append(session: Session, built: tuple[uuid.UUID, bytes, int]) -> None:
+    def events(built: tuple[uuid.UUID, bytes, int]) -> list[dict[str, Any]]:
         subject_id, body, records = built
         outcome = "not_modified" if service.matches(if_none_match, service.etag(body)) else "ok"
-        service.audit_read(
-            session, client, subject_id, read, action=action, result=outcome, records=records
-        )
+        return [
+            service.read_event(
+                client, subject_id, read, action=action, result=outcome, records=records
+            )
+        ]
 
-    _, body, _ = audit.audited_read(db, build, append)
+    _, body, _ = audit.audited_read(db, build, events, state.audit_appender)
     tag = service.etag(body)
     headers = {"ETag": tag, "Cache-Control": "private, no-cache"}
     if service.matches(if_none_match, tag):
@@ -207,8 +209,9 @@ async def screen_subjects(
     def screen(session: Session) -> dict[str, Any]:
         return service.screen(session, identifiers, read, standards=state.standards)
 
-    def append(session: Session, report: dict[str, Any]) -> None:
-        service.audit_screening(session, client, read, report)
+    def events(report: dict[str, Any]) -> list[dict[str, Any]]:
+        return service.screening_events(client, read, report)
 
-    report = await run_in_threadpool(audit.audited_read, db, screen, append)
+    appender = state.audit_appender
+    report = await run_in_threadpool(audit.audited_read, db, screen, events, appender)
     return Response(service.render(report), media_type="application/json")

@@ -276,8 +276,7 @@ def _encode(value: Any) -> Any:
     raise TypeError(f"cannot serialize {type(value).__name__}")
 
 
-def audit_read(
-    session: Session,
+def read_event(
     client: Principal,
     subject_id: uuid.UUID,
     request: ReadRequest,
@@ -285,9 +284,9 @@ def audit_read(
     action: str = "profile.read",
     result: str = "ok",
     records: int | None = None,
-) -> None:
-    audit.record(
-        session,
+) -> dict[str, Any]:
+    """The audit event of one profile read or lookup."""
+    return audit.read_event(
         actor=client,
         action=action,
         subject_id=subject_id,
@@ -321,7 +320,7 @@ def screen(
     standards: Standards,
 ) -> Json:
     """Many subjects in a fixed number of queries: keys by kind, then the facts of their
-    records (the caller appends the audit events: `audit_screening`)."""
+    records (the caller appends the audit events: `screening_events`)."""
     if not identifiers:
         raise RequestInvalid(
             "Give at least one identifier.",
@@ -411,23 +410,19 @@ def screen(
     }
 
 
-def audit_screening(
-    session: Session, client: Principal, request: ReadRequest, report: Json
-) -> None:
+def screening_events(client: Principal, request: ReadRequest, report: Json) -> list[Json]:
     """One audit event per subject found by a screening."""
     payload = {"as_of": request.on.isoformat(), "screened": report["checked"]}
-    audit.record_many(
-        session,
-        [
-            {
-                "actor": client,
-                "action": "profile.screened",
-                "subject_id": subject_id,
-                "purpose": request.purpose,
-                "case_ref": request.case_ref,
-                "result": "ok",
-                "payload": payload,
-            }
-            for subject_id in sorted({r["subject_id"] for r in report["results"] if r["found"]})
-        ],
-    )
+    found = sorted({r["subject_id"] for r in report["results"] if r["found"]})
+    return [
+        audit.read_event(
+            actor=client,
+            action="profile.screened",
+            subject_id=subject_id,
+            purpose=request.purpose,
+            case_ref=request.case_ref,
+            result="ok",
+            payload=payload,
+        )
+        for subject_id in found
+    ]

@@ -1,0 +1,124 @@
+"""Group commit of read audit events: concurrent reads through a real app on a database of
+their own; every answer has its committed event, in one verifiable chain."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from credit_hub.access import service as access
+from credit_hub.access.models import ClientKind
+from credit_hub.app import create_app
+from credit_hub.audit import service as audit
+from credit_hub.audit.models import AuditEvent
+from credit_hub.config import Settings
+from credit_hub.db import Database, make_engine, make_sessionmaker
+from tests import factories
+from tests.live import dedicated_settings
+
+DATABASE_NAME = "credit_hub_test_appender"
+READERS = 8
+READS = 15
+
+
+@pytest.fixture(scope="module")
+def hub_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    folder: Path = tmp_path_factory.mktemp("appender")
+    with dedicated_settings(folder, DATABASE_NAME, webhooks_worker=False) as settings:
+        yield settings
+
+
+@pytest.fixture(scope="module")
+def sessions(hub_settings: Settings) -> Iterator[sessionmaker[Session]]:
+    engine = make_engine(hub_settings)
+    yield make_sessionmaker(engine)
+    engine.dispose()
+
+
+def _key(sessions: sessionmaker[Session], kind: ClientKind) -> str:
+    with sessions.begin() as session:
+        client = access.create_client(
+            session,
+            kind=kind,
+            name=f"appender {kind}",
+            uscc=factories.DEPARTMENT_USCC if kind == ClientKind.DEPARTMENT else None,
+            standards=["administrative_penalty"],
+            scopes=[],
+            pushes_for=[],
+        )
+        return access.issue_key(session, client)[1]
+
+
+def _events(sessions: sessionmaker[Session], action: str) -> int:
+    with sessions() as session:
+        return (
+            session.scalar(
+                select(func.count()).select_from(AuditEvent).where(AuditEvent.action == action)
+            )
+            or 0
+        )
+
+
+def test_concurrent_reads_each_leave_one_committed_event_in_one_chain(
+    hub_settings: Settings, sessions: sessionmaker[Session]
+) -> None:
+    department, agency = _key(sessions, ClientKind.DEPARTMENT), _key(sessions, ClientKind.AGENCY)
+    usccs = [factories.make_uscc(700 + n) for n in range(READERS)]
+    records = [factories.penalty(n, counterpart_uscc=u) for n, u in enumerate(usccs)]
+    read = {"purpose": "procurement", "case_ref": "APPENDER-1"}
+    with TestClient(create_app(hub_settings)) as client:
+        assert client.app.state.audit_appender is not None  # type: ignore[attr-defined]
+        pushed = client.post(
+            "/v1/records",
+            json={"standard": "administrative_penalty", "records": records},
+            headers={"Authorization": f"Bearer {department}"},
+        )
+        assert pushed.status_code == 201, pushed.text
+        before = _events(sessions, "profile.read")
+
+        def reader(uscc: str) -> list[int]:
+            return [
+                client.get(
+                    f"/v1/subjects/{uscc}/profile",
+                    params=read,
+                    headers={"Authorization": f"Bearer {agency}"},
+                ).status_code
+                for _ in range(READS)
+            ]
+
+        with ThreadPoolExecutor(READERS) as pool:
+            statuses = [s for answers in pool.map(reader, usccs) for s in answers]
+        # Every answer was sent after its event was committed: all of them are there now.
+        assert statuses == [200] * READERS * READS
+        assert _events(sessions, "profile.read") - before == READERS * READS
+        screened = client.post(
+            "/v1/profiles/screen",
+            json={"identifiers": usccs} | read,
+            headers={"Authorization": f"Bearer {agency}"},
+        )
+        assert screened.status_code == 200
+        assert _events(sessions, "profile.screened") == READERS
+    with sessions() as session:
+        assert audit.verify(session).ok
+
+
+def test_a_failed_append_fails_every_read_waiting_on_it(hub_settings: Settings) -> None:
+    class Broken(Database):
+        def __init__(self) -> None:
+            pass
+
+        def write(self) -> Iterator[Session]:  # type: ignore[override]
+            raise RuntimeError("the database went away")
+
+    appender = audit.Appender(Broken())
+    try:
+        with pytest.raises(RuntimeError, match="went away"):
+            appender.append([audit.read_event(actor=None, action="profile.read")])
+    finally:
+        appender.close()

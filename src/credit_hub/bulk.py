@@ -1,69 +1,232 @@
-"""Set-based inserts for the hot paths (record, version, change, subject rows).
+"""Set-based writes for the hot paths (record, version, change, subject rows).
 
 On PostgreSQL a batch goes in as ONE statement whose parameters are column arrays:
-`INSERT ... SELECT * FROM unnest(%(c0)s::uuid[], %(c1)s::varchar[], ...)`. The server plans
-and runs it once instead of once per row, and psycopg binds a handful of array parameters
-instead of parsing a statement with thousands of placeholders. On SQLite, where a statement
-costs microseconds in-process, `executemany` is already the fast path.
+`INSERT ... SELECT * FROM unnest(%(c0)b::uuid[], %(c1)b::varchar[], ...)`, sent in binary
+(text arrays would be escaped element by element in Python). The server plans and runs it
+once instead of once per row. Plain inserts (no ON CONFLICT) use a binary COPY instead, the
+same for updates: one `UPDATE ... FROM unnest(...)`. On SQLite, where a statement costs
+microseconds in-process,
+`executemany` is the fast path, fed with tuples built column by column with each type's own
+bind processor: the stored bytes are exactly what SQLAlchemy writes, without its per-row
+parameter machinery (which cost more than SQLite itself).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import date
 from functools import lru_cache
 from typing import Any
 
 import orjson
-from sqlalchemy import JSON, Table
-from sqlalchemy.dialects import postgresql, sqlite
+from psycopg.types.json import Jsonb
+from sqlalchemy import ARRAY, JSON, ColumnElement, Table, any_, bindparam
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
 _PG_DIALECT = postgresql.dialect()  # type: ignore[no-untyped-call]
 
-
-@lru_cache(maxsize=64)
-def _pg_statement(table: Table, columns: tuple[str, ...], conflict: tuple[str, ...] | None) -> str:
-    casts: list[str] = []
-    for name in columns:
-        sql_type = table.c[name].type.compile(dialect=_PG_DIALECT)
-        casts.append(f"%(c{len(casts)})s::{sql_type}[]")
-    statement = (
-        f"INSERT INTO {table.name} ({', '.join(columns)}) SELECT * FROM unnest({', '.join(casts)})"
-    )
-    if conflict is not None:
-        statement += f" ON CONFLICT ({', '.join(conflict)}) DO NOTHING"
-    return statement
+Rows = Sequence[Mapping[str, Any]]
 
 
-def _json_columns(table: Table, columns: Sequence[str]) -> set[str]:
-    return {name for name in columns if isinstance(table.c[name].type, JSON)}
+def in_values(column: Any, name: str, dialect: Dialect) -> ColumnElement[bool]:
+    """`column IN :name` with the list bound as one parameter: on PostgreSQL one array
+    (`= ANY(...)`), so the statement text is the same whatever the list's length; on SQLite
+    expanded at execution. Either way the values are not coerced one by one when the
+    statement is built."""
+    clause: ColumnElement[bool]
+    if dialect.name == "postgresql":
+        clause = column == any_(bindparam(name, type_=ARRAY(column.type)))
+    else:
+        clause = column.in_(bindparam(name, expanding=True))
+    return clause
 
 
 def insert_rows(
     session: Session,
     table: Table,
-    rows: Sequence[dict[str, Any]],
+    rows: Rows,
     *,
     on_conflict_do_nothing: Sequence[str] | None = None,
 ) -> int:
     """Insert `rows` (dicts with the same keys) in one go; the number of rows inserted."""
+    conflict = None
+    if on_conflict_do_nothing is not None:
+        conflict = f" ON CONFLICT ({', '.join(on_conflict_do_nothing)}) DO NOTHING"
+    return _insert(session, table, rows, conflict)
+
+
+def upsert_rows(
+    session: Session,
+    table: Table,
+    rows: Rows,
+    *,
+    conflict: Sequence[str],
+    set_: Mapping[str, str],
+) -> int:
+    """Insert `rows`, updating the conflicting ones: `set_` maps a column to an SQL expression
+    over `<table>.<column>` and `excluded.<column>` (the same text on both databases)."""
+    assignments = ", ".join(f"{column} = {expression}" for column, expression in set_.items())
+    return _insert(
+        session, table, rows, f" ON CONFLICT ({', '.join(conflict)}) DO UPDATE SET {assignments}"
+    )
+
+
+def update_rows(session: Session, table: Table, rows: Rows, *, key: Sequence[str]) -> int:
+    """Update one row per dict (found by the `key` columns) with the dict's other columns."""
     if not rows:
         return 0
     columns = tuple(rows[0])
-    if session.get_bind().dialect.name != "postgresql":
-        stmt: Any = sqlite.insert(table)
-        if on_conflict_do_nothing is not None:
-            stmt = stmt.on_conflict_do_nothing(index_elements=list(on_conflict_do_nothing))
-        result: Any = session.execute(stmt, list(rows))
-        return int(result.rowcount)
-    conflict = tuple(on_conflict_do_nothing) if on_conflict_do_nothing is not None else None
-    statement = _pg_statement(table, columns, conflict)
-    json_columns = _json_columns(table, columns)
-    params: dict[str, Any] = {}
+    values = tuple(name for name in columns if name not in key)
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        alias = ", ".join(columns)
+        statement = (
+            f"UPDATE {table.name} SET {', '.join(f'{c} = v.{c}' for c in values)} "
+            f"FROM unnest({_pg_arrays(table, columns)}) AS v({alias}) "
+            f"WHERE {' AND '.join(f'{table.name}.{c} = v.{c}' for c in key)}"
+        )
+        return _pg_execute(session, statement, _pg_params(table, columns, rows))
+    statement = (
+        f"UPDATE {table.name} SET {', '.join(f'{c} = ?' for c in values)} "
+        f"WHERE {' AND '.join(f'{c} = ?' for c in key)}"
+    )
+    params = _sqlite_params(table, connection.dialect, (*values, *key), rows)
+    return int(connection.exec_driver_sql(statement, params).rowcount)
+
+
+def _insert(session: Session, table: Table, rows: Rows, conflict: str | None) -> int:
+    if not rows:
+        return 0
+    connection = session.connection()
+    columns, defaults = _with_defaults(table, tuple(rows[0]))
+    if defaults:
+        rows = [{**defaults, **row} for row in rows]
+    if connection.dialect.name == "postgresql":
+        if conflict is None:
+            return _pg_copy(session, table, columns, rows)
+        statement = (
+            f"INSERT INTO {table.name} ({', '.join(columns)}) "
+            f"SELECT * FROM unnest({_pg_arrays(table, columns)}){conflict or ''}"
+        )
+        return _pg_execute(session, statement, _pg_params(table, columns, rows))
+    statement = (
+        f"INSERT INTO {table.name} ({', '.join(columns)}) "
+        f"VALUES ({', '.join('?' * len(columns))}){conflict or ''}"
+    )
+    params = _sqlite_params(table, connection.dialect, columns, rows)
+    return int(connection.exec_driver_sql(statement, params).rowcount)
+
+
+@lru_cache(maxsize=64)
+def _scalar_defaults(table: Table) -> dict[str, Any]:
+    return {
+        column.name: column.default.arg  # type: ignore[attr-defined]
+        for column in table.columns
+        if column.default is not None and column.default.is_scalar
+    }
+
+
+def _with_defaults(
+    table: Table, columns: tuple[str, ...]
+) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """The columns to write: the given ones plus those with a scalar Python default, as a Core
+    INSERT would (callable defaults, such as ids, the caller provides)."""
+    defaults = {k: v for k, v in _scalar_defaults(table).items() if k not in columns}
+    return (*columns, *defaults), defaults
+
+
+# -- SQLite -------------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=256)
+def _processor(
+    table: Table, name: str, dialect: Dialect
+) -> tuple[Callable[[Any], Any] | None, bool]:
+    """(bind processor, whether to memoize it): dates and times repeat across a batch."""
+    sql_type = table.c[name].type
+    processor = sql_type.dialect_impl(dialect).bind_processor(dialect)
+    try:  # a TypeDecorator's python_type is `object`: ask what it decorates
+        repeats = issubclass(getattr(sql_type, "impl_instance", sql_type).python_type, date)
+    except NotImplementedError:
+        repeats = False
+    return processor, repeats
+
+
+def _sqlite_params(
+    table: Table, dialect: Dialect, columns: Iterable[str], rows: Rows
+) -> list[tuple[Any, ...]]:
+    processed: list[list[Any]] = []
+    for name in columns:
+        values = [row[name] for row in rows]
+        processor, repeats = _processor(table, name, dialect)
+        if processor is not None:
+            if repeats:
+                memo = {value: processor(value) for value in set(values)}
+                values = [memo[value] for value in values]
+            else:
+                values = list(map(processor, values))
+        processed.append(values)
+    return list(zip(*processed, strict=True))
+
+
+# -- PostgreSQL ---------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=128)
+def _pg_arrays(table: Table, columns: tuple[str, ...]) -> str:
+    return ", ".join(
+        f"%(c{index})b::{table.c[name].type.compile(dialect=_PG_DIALECT)}[]"
+        for index, name in enumerate(columns)
+    )
+
+
+def _pg_params(table: Table, columns: Sequence[str], rows: Rows) -> dict[str, list[Any]]:
+    params: dict[str, list[Any]] = {}
     for index, name in enumerate(columns):
         values = [row[name] for row in rows]
-        if name in json_columns:  # jsonb[] from text: serialize once, with orjson
+        if isinstance(table.c[name].type, JSON):  # jsonb[] from text: serialized with orjson
             values = [None if v is None else orjson.dumps(v).decode() for v in values]
         params[f"c{index}"] = values
-    cursor = session.connection().exec_driver_sql(statement, params)
-    return int(cursor.rowcount)
+    return params
+
+
+@lru_cache(maxsize=128)
+def _pg_copy_types(table: Table, columns: tuple[str, ...]) -> tuple[list[str], list[bool]]:
+    """psycopg's names of the columns' types ("varchar", "timestamptz"), and which are JSON."""
+    names = [
+        re.sub(r"\(.*\)", "", table.c[name].type.compile(dialect=_PG_DIALECT)).strip().lower()
+        for name in columns
+    ]
+    return names, [isinstance(table.c[name].type, JSON) for name in columns]
+
+
+def _json_bytes(value: Any) -> bytes:
+    return orjson.dumps(value)
+
+
+def _pg_copy(session: Session, table: Table, columns: tuple[str, ...], rows: Rows) -> int:
+    """COPY ... FROM STDIN in binary: about a third faster than `INSERT ... unnest` for the
+    record versions, and no statement to plan. Only for tables without ON CONFLICT."""
+    types, json = _pg_copy_types(table, columns)
+    dbapi = session.connection().connection.driver_connection
+    assert dbapi is not None
+    wrap = [(index, Jsonb) for index, is_json in enumerate(json) if is_json]
+    statement = f"COPY {table.name} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)"
+    with dbapi.cursor() as cursor, cursor.copy(statement) as copy:
+        copy.set_types(types)
+        for row in rows:
+            values = [row[name] for name in columns]
+            for index, wrapper in wrap:
+                if values[index] is not None:
+                    values[index] = wrapper(values[index], dumps=_json_bytes)
+            copy.write_row(values)
+    return len(rows)
+
+
+def _pg_execute(session: Session, statement: str, params: dict[str, list[Any]]) -> int:
+    # `%(c0)b`: the arrays go as binary parameters. A text array is quoted and escaped element
+    # by element in Python, which cost more than the statement itself.
+    return int(session.connection().exec_driver_sql(statement, params).rowcount)

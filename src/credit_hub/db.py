@@ -17,7 +17,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
-from credit_hub import sqlite_writers
+from credit_hub import sqlite_checkpoint, sqlite_writers
 from credit_hub.config import Settings
 
 NAMING_CONVENTION = {
@@ -100,7 +100,11 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.execute("PRAGMA cache_size=-16384")  # 16 MiB per connection: memory stays bounded
+    # 4 MiB per connection. Each connection's cache is emptied whenever another one commits
+    # (WAL), so it rarely stays full; its peaks come from writes, which touch more pages as the
+    # store grows, and set glibc's heap high-water mark: with 16 MiB a soak's worker grew by
+    # 10 % in 3 minutes after warm-up, with 4 MiB by 2-4 % at the same throughput.
+    cursor.execute("PRAGMA cache_size=-4096")
     cursor.execute("PRAGMA temp_store=MEMORY")
     cursor.close()
 
@@ -136,6 +140,8 @@ def make_engine(settings: Settings, **overrides: Any) -> Engine:
         engine = create_engine(url, connect_args=connect_args, **(sqlite_options | overrides))
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
+        if database and "factory" in connect_args:  # a file: checkpoints off the commit path
+            sqlite_checkpoint.attach(engine, database)
         return engine
     options: dict[str, Any] = {
         "pool_size": settings.pool_size,

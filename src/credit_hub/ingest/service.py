@@ -17,7 +17,7 @@ from datetime import date, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import bindparam, select, text, update
+from sqlalchemy import select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -350,30 +350,27 @@ def store(
 def _emit_changes(
     session: Session,
     found: StandardVersion,
-    checked: list[Checked],
-    outcomes: list[dict[str, Any]],
+    written: list[tuple[Checked, ChangeKind, uuid.UUID, int, uuid.UUID]],
     *,
     client: Principal,
     now: datetime,
 ) -> None:
-    uscc_by_index = {
-        c.index: c.outcome.derived.subject.uscc if c.outcome.derived else None for c in checked
-    }
+    """Feed entries of the created and corrected records, in batch order."""
+    written.sort(key=lambda w: w[0].index)
     changes.emit(
         session,
         [
             Change(
-                kind=ChangeKind.CREATED if o["outcome"] == "created" else ChangeKind.CORRECTED,
-                record_id=uuid.UUID(o["record_id"]),
-                version=o["version"],
-                subject_id=uuid.UUID(o["subject_id"]),
+                kind=kind,
+                record_id=record_id,
+                version=version,
+                subject_id=subject_id,
                 standard=found.standard,
                 department_id=client.id,
                 at=now,
-                subject_key=uscc_by_index[o["index"]],
+                subject_key=item.outcome.derived.subject.uscc if item.outcome.derived else None,
             )
-            for o in outcomes
-            if o["outcome"] != "unchanged"
+            for item, kind, record_id, version, subject_id in written
         ],
     )
 
@@ -502,6 +499,7 @@ def write_checked(
         by_source = {c.source_id: (c, s) for c, s in zip(checked, subject_ids, strict=True)}
         pending.extend(by_source[row["source_id"]] for row in lost)
     outcomes: list[dict[str, Any]] = []
+    written: list[tuple[Checked, ChangeKind, uuid.UUID, int, uuid.UUID]] = []
     versions: list[dict[str, Any]] = []
     record_updates: list[dict[str, Any]] = []
     superseded: list[dict[str, Any]] = []
@@ -514,6 +512,7 @@ def write_checked(
                 _version_row(item, found, row["id"], 1, row["subject_id"], submission_id, now)
             )
             outcomes.append(_outcome(item, row["id"], 1, "created", row["subject_id"]))
+            written.append((item, ChangeKind.CREATED, row["id"], 1, row["subject_id"]))
     for item, subject_id in pending:
         current = existing[item.source_id]
         if current["content_hash"] == item.content_hash:
@@ -536,44 +535,29 @@ def write_checked(
         row = _record_row(item, found, client, subject_id, now)
         record_updates.append(
             {
-                f"b_{k}": v
+                k: v
                 for k, v in row.items()
                 if k not in ("department_id", "standard", "source_id", "created_at")
             }
-            | {"b_id": current["id"], "b_version": version}
+            | {"id": current["id"], "version": version}
         )
         superseded.append(
-            {"b_record_id": current["id"], "b_version": current["version"], "b_at": now}
+            {"record_id": current["id"], "version": current["version"], "superseded_at": now}
         )
         versions.append(
             _version_row(item, found, current["id"], version, subject_id, submission_id, now)
         )
         outcomes.append(_outcome(item, current["id"], version, "updated", subject_id))
+        written.append((item, ChangeKind.CORRECTED, current["id"], version, subject_id))
     if record_updates:
-        record_updates.sort(key=lambda row: str(row["b_id"]))
-        superseded.sort(key=lambda row: str(row["b_record_id"]))
-        records = table(Record)
-        columns = [k[2:] for k in record_updates[0] if k not in ("b_id",)]
-        session.execute(
-            update(records)
-            .where(records.c.id == bindparam("b_id"))
-            .values({c: bindparam(f"b_{c}") for c in columns}),
-            record_updates,
-        )
-        versions_table = table(RecordVersion)
-        session.execute(
-            update(versions_table)
-            .where(
-                versions_table.c.record_id == bindparam("b_record_id"),
-                versions_table.c.version == bindparam("b_version"),
-            )
-            .values(superseded_at=bindparam("b_at")),
-            superseded,
-        )
+        record_updates.sort(key=lambda row: str(row["id"]))
+        superseded.sort(key=lambda row: str(row["record_id"]))
+        bulk.update_rows(session, table(Record), record_updates, key=["id"])
+        bulk.update_rows(session, table(RecordVersion), superseded, key=["record_id", "version"])
     if versions:
         bulk.insert_rows(session, table(RecordVersion), versions)
     outcomes.sort(key=lambda o: int(o["index"]))
-    _emit_changes(session, found, checked, outcomes, client=client, now=now)
+    _emit_changes(session, found, written, client=client, now=now)
     return outcomes, late
 
 
@@ -589,21 +573,22 @@ def _existing(
     session: Session, department_id: uuid.UUID, standard: str, source_ids: Sequence[str]
 ) -> dict[str, dict[str, Any]]:
     found: dict[str, dict[str, Any]] = {}
-    lock = session.get_bind().dialect.name == "postgresql"
+    dialect = session.get_bind().dialect
     source_ids = sorted(source_ids)
-    for start in range(0, len(source_ids), 500):
-        stmt = (
-            select(Record.id, Record.source_id, Record.version, Record.content_hash, Record.status)
-            .where(
-                Record.department_id == department_id,
-                Record.standard == standard,
-                Record.source_id.in_(source_ids[start : start + 500]),
-            )
-            .order_by(Record.source_id)
+    stmt = (
+        select(Record.id, Record.source_id, Record.version, Record.content_hash, Record.status)
+        .where(
+            Record.department_id == department_id,
+            Record.standard == standard,
+            bulk.in_values(Record.source_id, "source_ids", dialect),
         )
-        if lock:  # corrections of one record queue up: versions stay gap-free and ordered
-            stmt = stmt.with_for_update()
-        found.update({row.source_id: row._asdict() for row in session.execute(stmt)})
+        .order_by(Record.source_id)
+    )
+    if dialect.name == "postgresql":  # corrections of one record queue up: versions stay
+        stmt = stmt.with_for_update()  # gap-free and ordered
+    for start in range(0, len(source_ids), 500):
+        rows = session.execute(stmt, {"source_ids": source_ids[start : start + 500]})
+        found.update({row.source_id: row._asdict() for row in rows})
     return found
 
 

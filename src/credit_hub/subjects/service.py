@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from functools import lru_cache
 from typing import Any
@@ -38,7 +38,26 @@ class _Known:
     uscc: str | None
     org_code: str | None
     reg_no: str | None
+    name: str
     name_seen_on: date | None
+
+
+@dataclass(slots=True)
+class _Learned:
+    """What resolving a batch learned on the way: each subject's current name and the day it
+    was seen on, and the subjects it created (they have no name history yet)."""
+
+    names: dict[uuid.UUID, tuple[str, date | None]] = field(default_factory=dict)
+    created: set[uuid.UUID] = field(default_factory=set)
+
+    def note(self, known: list[_Known]) -> list[_Known]:
+        self.names.update((k.id, (k.name, k.name_seen_on)) for k in known)
+        return known
+
+    def note_created(self, rows: Iterable[dict[str, Any]]) -> None:
+        for row in rows:
+            self.created.add(row["id"])
+            self.names[row["id"]] = (row["name"], row["name_seen_on"])
 
 
 def _chunks(values: Sequence[Any]) -> Iterable[Sequence[Any]]:
@@ -49,28 +68,41 @@ def _chunks(values: Sequence[Any]) -> Iterable[Sequence[Any]]:
 def _fetch(session: Session, column: Any, values: Iterable[Any], *extra: Any) -> list[_Known]:
     found: list[_Known] = []
     distinct = sorted({v for v in values if v})
+    if not distinct:
+        return found
+    stmt = select(
+        Subject.id,
+        Subject.uscc,
+        Subject.org_code,
+        Subject.reg_no,
+        Subject.name,
+        Subject.name_seen_on,
+    ).where(
+        bulk.in_values(column, "values", session.get_bind().dialect),
+        Subject.merged_into_id.is_(None),
+        *extra,
+    )
     for chunk in _chunks(distinct):
-        stmt = select(
-            Subject.id, Subject.uscc, Subject.org_code, Subject.reg_no, Subject.name_seen_on
-        ).where(column.in_(chunk), Subject.merged_into_id.is_(None), *extra)
-        found.extend(_Known(*row) for row in session.execute(stmt))
+        found.extend(_Known(*row) for row in session.execute(stmt, {"values": list(chunk)}))
     return found
 
 
-def _insert(session: Session, rows: list[dict[str, Any]], conflict_column: str | None) -> None:
+def _insert(session: Session, rows: list[dict[str, Any]], conflict_column: str | None) -> bool:
+    """Insert new subjects; False when a concurrent batch created some of them first."""
     if not rows:
-        return
+        return True
     if conflict_column:
         # The same order in every transaction: two batches naming the same new subjects in
         # different orders would otherwise deadlock on the unique index.
         rows = sorted(rows, key=lambda row: str(row[conflict_column]))
     # A concurrent batch may create the same subject first: keep theirs, then re-read.
-    bulk.insert_rows(
+    inserted = bulk.insert_rows(
         session,
         table(Subject),
         rows,
         on_conflict_do_nothing=[conflict_column] if conflict_column else None,
     )
+    return inserted == len(rows)
 
 
 def person_key(keyring: Keyring, ref: SubjectRef) -> str:
@@ -82,12 +114,13 @@ def resolve(
 ) -> list[uuid.UUID]:
     """The subject id of each reference (creating or completing subjects as needed)."""
     now = utcnow()
-    ids_by_uscc = _resolve_usccs(session, [r for r in refs if r.uscc], now)
+    learned = _Learned()
+    ids_by_uscc = _resolve_usccs(session, [r for r in refs if r.uscc], now, learned)
     ids_by_person = _resolve_persons(
-        session, keyring, [r for r in refs if r.kind == SubjectKind.NATURAL_PERSON], now
+        session, keyring, [r for r in refs if r.kind == SubjectKind.NATURAL_PERSON], now, learned
     )
     legacy = [r for r in refs if not r.uscc and r.kind != SubjectKind.NATURAL_PERSON]
-    ids_by_legacy = _resolve_legacy(session, legacy, now)
+    ids_by_legacy = _resolve_legacy(session, legacy, now, learned)
     out: list[uuid.UUID] = []
     for ref in refs:
         if ref.kind == SubjectKind.NATURAL_PERSON:
@@ -96,27 +129,35 @@ def resolve(
             out.append(ids_by_uscc[ref.uscc])
         else:
             out.append(ids_by_legacy[_legacy_key(ref)])
-    _record_names(session, refs, out, seen_on)
+    _record_names(session, refs, out, seen_on, learned)
     return out
 
 
-def _resolve_usccs(session: Session, refs: list[SubjectRef], now: Any) -> dict[str, uuid.UUID]:
+def _resolve_usccs(
+    session: Session, refs: list[SubjectRef], now: Any, learned: _Learned
+) -> dict[str, uuid.UUID]:
     by_uscc: dict[str, uuid.UUID] = {
-        k.uscc: k.id for k in _fetch(session, Subject.uscc, [r.uscc for r in refs]) if k.uscc
+        k.uscc: k.id
+        for k in learned.note(_fetch(session, Subject.uscc, [r.uscc for r in refs]))
+        if k.uscc
     }
     # Unresolved subjects waiting for these USCCs, by embedded org code or by reg no.
     waiting_org = {
         k.org_code: k
-        for k in _fetch(
-            session,
-            Subject.org_code,
-            [ids.uscc_org_code(r.uscc or "") for r in refs],
-            Subject.uscc.is_(None),
+        for k in learned.note(
+            _fetch(
+                session,
+                Subject.org_code,
+                [ids.uscc_org_code(r.uscc or "") for r in refs],
+                Subject.uscc.is_(None),
+            )
         )
     }
     waiting_reg = {
         k.reg_no: k
-        for k in _fetch(session, Subject.reg_no, [r.reg_no for r in refs], Subject.uscc.is_(None))
+        for k in learned.note(
+            _fetch(session, Subject.reg_no, [r.reg_no for r in refs], Subject.uscc.is_(None))
+        )
     }
     new_rows: dict[str, dict[str, Any]] = {}
     for ref in refs:
@@ -153,10 +194,14 @@ def _resolve_usccs(session: Session, refs: list[SubjectRef], now: Any) -> dict[s
                 "created_at": now,
                 "updated_at": now,
             }
-    _insert(session, list(new_rows.values()), "uscc")
-    for known in _fetch(session, Subject.uscc, list(new_rows)):
-        if known.uscc:
-            by_uscc[known.uscc] = known.id
+    if _insert(session, list(new_rows.values()), "uscc"):
+        learned.note_created(new_rows.values())
+        by_uscc.update((uscc, row["id"]) for uscc, row in new_rows.items())
+    else:  # some were created concurrently: theirs stand
+        learned.note_created(new_rows.values())
+        for known in learned.note(_fetch(session, Subject.uscc, list(new_rows))):
+            if known.uscc:
+                by_uscc[known.uscc] = known.id
     return by_uscc
 
 
@@ -164,19 +209,21 @@ def _legacy_key(ref: SubjectRef) -> str:
     return f"org:{ref.org_code}" if ref.org_code else f"reg:{ref.reg_no}"
 
 
-def _resolve_legacy(session: Session, refs: list[SubjectRef], now: Any) -> dict[str, uuid.UUID]:
+def _resolve_legacy(
+    session: Session, refs: list[SubjectRef], now: Any, learned: _Learned
+) -> dict[str, uuid.UUID]:
     found: dict[str, uuid.UUID] = {}
     if not refs:
         return found
     # Prefer a subject with a USCC (the org code is embedded in it), then an unresolved one.
     for known in sorted(
-        _fetch(session, Subject.org_code, [r.org_code for r in refs]),
+        learned.note(_fetch(session, Subject.org_code, [r.org_code for r in refs])),
         key=lambda k: k.uscc is None,
         reverse=True,
     ):
         found[f"org:{known.org_code}"] = known.id
     for known in sorted(
-        _fetch(session, Subject.reg_no, [r.reg_no for r in refs if not r.org_code]),
+        learned.note(_fetch(session, Subject.reg_no, [r.reg_no for r in refs if not r.org_code])),
         key=lambda k: k.uscc is None,
         reverse=True,
     ):
@@ -198,20 +245,29 @@ def _resolve_legacy(session: Session, refs: list[SubjectRef], now: Any) -> dict[
                 "updated_at": now,
             }
     _insert(session, list(new_rows.values()), None)
+    learned.note_created(new_rows.values())
     found.update({key: row["id"] for key, row in new_rows.items()})
     return found
 
 
+def _persons(session: Session, keys: Sequence[str], learned: _Learned) -> dict[str, uuid.UUID]:
+    found: dict[str, uuid.UUID] = {}
+    stmt = select(Subject.person_key, Subject.id, Subject.name, Subject.name_seen_on).where(
+        bulk.in_values(Subject.person_key, "keys", session.get_bind().dialect)
+    )
+    for chunk in _chunks(keys):
+        for key, subject_id, name, day in session.execute(stmt, {"keys": list(chunk)}):
+            if key:
+                found[key] = subject_id
+                learned.names[subject_id] = (name, day)
+    return found
+
+
 def _resolve_persons(
-    session: Session, keyring: Keyring, refs: list[SubjectRef], now: Any
+    session: Session, keyring: Keyring, refs: list[SubjectRef], now: Any, learned: _Learned
 ) -> dict[str, uuid.UUID]:
     wanted = {person_key(keyring, r): r for r in refs}
-    found: dict[str, uuid.UUID] = {}
-    for chunk in _chunks(sorted(wanted)):
-        rows = session.execute(
-            select(Subject.person_key, Subject.id).where(Subject.person_key.in_(chunk))
-        )
-        found.update({key: subject_id for key, subject_id in rows if key})
+    found = _persons(session, sorted(wanted), learned)
     new_rows = []
     for key, ref in wanted.items():
         if key in found:
@@ -234,12 +290,11 @@ def _resolve_persons(
                 "updated_at": now,
             }
         )
-    _insert(session, new_rows, "person_key")
-    for chunk in _chunks([row["person_key"] for row in new_rows]):
-        rows = session.execute(
-            select(Subject.person_key, Subject.id).where(Subject.person_key.in_(chunk))
-        )
-        found.update({key: subject_id for key, subject_id in rows if key})
+    learned.note_created(new_rows)
+    if _insert(session, new_rows, "person_key"):
+        found.update((row["person_key"], row["id"]) for row in new_rows)
+    else:  # some were created concurrently: theirs stand
+        found.update(_persons(session, [row["person_key"] for row in new_rows], learned))
     return found
 
 
@@ -256,6 +311,7 @@ def _record_names(
     refs: Sequence[SubjectRef],
     subject_ids: Sequence[uuid.UUID],
     seen_on: Sequence[date],
+    learned: _Learned,
 ) -> None:
     """Name history: (subject, name) with the first and last decision date it was seen on;
     the subject's current name is the one seen on the latest decision."""
@@ -266,15 +322,17 @@ def _record_names(
     if not spans:
         return
     known: dict[tuple[uuid.UUID, str], tuple[date, date]] = {}
-    for chunk in _chunks(sorted({subject_id for subject_id, _ in spans})):
-        spans_known = session.execute(
-            select(
-                SubjectName.subject_id,
-                SubjectName.name,
-                SubjectName.first_seen_on,
-                SubjectName.last_seen_on,
-            ).where(SubjectName.subject_id.in_(chunk))
-        )
+    # Subjects this batch created have no name history to read.
+    older = {subject_id for subject_id, _ in spans} - learned.created
+    dialect = session.get_bind().dialect
+    stmt = select(
+        SubjectName.subject_id,
+        SubjectName.name,
+        SubjectName.first_seen_on,
+        SubjectName.last_seen_on,
+    ).where(bulk.in_values(SubjectName.subject_id, "ids", dialect))
+    for chunk in _chunks(sorted(older, key=_as_int)):
+        spans_known = session.execute(stmt, {"ids": list(chunk)})
         known.update({(row[0], row[1]): (row[2], row[3]) for row in spans_known})
     # Write only what is new or widens a span: a re-push of known names writes nothing.
     changed = {
@@ -286,11 +344,15 @@ def _record_names(
         {"id": new_id(), "subject_id": s, "name": n, "first_seen_on": f, "last_seen_on": last}
         for (s, n), (f, last) in sorted(changed.items(), key=lambda kv: (kv[0][0].int, kv[0][1]))
     ]
-    # A concurrent batch may add the same name first: widen its span instead.
+    # Names of subjects this batch created cannot be anyone else's yet: a plain insert (COPY on
+    # PostgreSQL). Elsewhere a concurrent batch may add the same name first: widen its span.
+    bulk.insert_rows(
+        session, table(SubjectName), [r for r in name_rows if r["subject_id"] in learned.created]
+    )
     bulk.upsert_rows(
         session,
         table(SubjectName),
-        name_rows,
+        [r for r in name_rows if r["subject_id"] not in learned.created],
         conflict=["subject_id", "name"],
         set_=_WIDEN_SPAN,
     )
@@ -298,8 +360,9 @@ def _record_names(
     for (subject_id, name), (_, last) in spans.items():
         if subject_id not in latest or last >= latest[subject_id][0]:
             latest[subject_id] = (last, name)
-    current: dict[uuid.UUID, tuple[str, date | None]] = {}
-    for chunk in _chunks(list(latest)):
+    current = learned.names
+    unknown = [subject_id for subject_id in latest if subject_id not in current]
+    for chunk in _chunks(unknown):  # resolution saw every subject: normally nothing to read
         rows = session.execute(
             select(Subject.id, Subject.name, Subject.name_seen_on).where(Subject.id.in_(chunk))
         )
@@ -313,6 +376,10 @@ def _record_names(
             changes.append({"id": subject_id, "name": name, "name_seen_on": day})
     if changes:  # renamed subjects only: usually few
         bulk.update_rows(session, table(Subject), changes, key=["id"])
+
+
+def _as_int(value: uuid.UUID) -> int:
+    return value.int
 
 
 def merge_waiting(session: Session, into: uuid.UUID, waiting: uuid.UUID) -> None:

@@ -1,0 +1,108 @@
+"""WAL checkpoints off the commit path: one background thread per SQLite database and process.
+
+In WAL mode SQLite copies the log back into the database file (a checkpoint, with an fsync)
+on the COMMIT that takes the log past `wal_autocheckpoint` pages. A 1,000-record batch writes
+several MB, so pushes paid 10-25 ms of checkpoint per batch while holding the write lock. Here
+a daemon thread on its own connection runs PASSIVE checkpoints (they block neither readers nor
+writers) several times a second; a writer then starts the log over from its beginning. When
+busy readers keep the log from starting over and it grows past `MAX_WAL_PAGES`, the thread
+runs a RESTART checkpoint, which waits for the current writer and makes the next one start
+over. The connections keep a higher auto-checkpoint as a backstop: the log stays bounded even
+when the thread falls behind or is not running.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+import weakref
+from urllib.request import pathname2url
+
+import structlog
+from sqlalchemy import Engine, event
+
+from credit_hub import sqlite_writers
+
+INTERVAL_SECONDS = 0.1
+AUTOCHECKPOINT_PAGES = 65536  # the connections' backstop: 256 MiB of log at 4 KiB pages
+MAX_WAL_PAGES = 8192  # 32 MiB: past this, RESTART
+RESTART_WAIT_SECONDS = 30
+
+log = structlog.get_logger()
+
+_lock = threading.Lock()
+_engines: dict[tuple[int, str], weakref.WeakSet[Engine]] = {}
+_threads: dict[tuple[int, str], threading.Thread] = {}
+
+
+def attach(engine: Engine, database: str) -> None:
+    """Checkpoint `database` in the background while `engine` (or another on it) lives."""
+    path = os.path.abspath(database)
+    engine_ref = weakref.ref(engine)
+
+    def on_connect(dbapi_connection: sqlite3.Connection, _record: object) -> None:
+        dbapi_connection.execute(f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_PAGES}")
+        live = engine_ref()
+        if live is not None:
+            _ensure_thread(path, live)
+
+    event.listen(engine, "connect", on_connect)
+
+
+def _ensure_thread(path: str, engine: Engine) -> None:
+    # Started on a first connection, in the process that makes it (after any fork).
+    key = (os.getpid(), path)
+    with _lock:
+        _engines.setdefault(key, weakref.WeakSet()).add(engine)
+        thread = _threads.get(key)
+        if thread is not None and thread.is_alive():
+            return
+        thread = threading.Thread(target=_run, args=(key,), name="sqlite-checkpoint", daemon=True)
+        _threads[key] = thread
+        thread.start()
+
+
+def _wanted(key: tuple[int, str]) -> bool:
+    with _lock:
+        if _engines.get(key):
+            return True
+        _threads.pop(key, None)  # a later connection starts a new thread
+        return False
+
+
+def _run(key: tuple[int, str]) -> None:
+    path = key[1]
+    try:  # mode=rw: never create a database that was removed (a test's temporary one)
+        uri = f"file:{pathname2url(path)}?mode=rw"
+        connection = sqlite3.connect(uri, uri=True, isolation_level=None)
+    except sqlite3.Error:
+        return
+    try:
+        connection.execute("PRAGMA busy_timeout=100")  # for readers, when it holds the queue
+        while _wanted(key):
+            time.sleep(INTERVAL_SECONDS)
+            if not os.path.exists(path):
+                break
+            checkpoint(connection, path)
+    finally:
+        connection.close()
+
+
+def checkpoint(connection: sqlite3.Connection, path: str) -> None:
+    """One round: PASSIVE, then RESTART if the log has grown long anyway."""
+    try:
+        row = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        if row is None or row[1] <= MAX_WAL_PAGES:
+            return
+        # RESTART needs the write lock: take a turn in the writers' queue rather than poll
+        # for a gap between back-to-back writers. Readers hold it up briefly at most.
+        queue = sqlite_writers.queue_for(path, timeout=RESTART_WAIT_SECONDS)
+        queue.acquire()
+        try:
+            connection.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+        finally:
+            queue.release()
+    except sqlite3.Error as exc:  # busy or locked: the next round tries again
+        log.debug("sqlite_checkpoint_skipped", error=str(exc))

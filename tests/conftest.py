@@ -70,6 +70,7 @@ def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Set
         # Reads append their audit events in the test's own transaction (tests/audit tests the
         # appender on a database of its own).
         audit_group_commit=False,
+        gc_tuning=False,  # one test process starts hundreds of apps
         **secrets,  # type: ignore[arg-type]
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -118,6 +119,9 @@ PROBLEM_SCHEMA: dict[str, Any] = {
 }
 
 
+GC_YOUNG_THRESHOLD = 20_000
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -135,6 +139,13 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # What is loaded by now (modules, standards, compiled schemas) lives as long as the
+        # process: keep it out of the cyclic collector's scans, and collect the youngest
+        # generation less often (a 1,000-record batch allocates ~10^6 objects, nearly all freed
+        # by reference counting). About a fifth of a batch's CPU went to collections.
+        if settings.gc_tuning:
+            gc.freeze()
+            gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
         if settings.audit_group_commit:
             app.state.audit_appender = Appender(app.state.db)
         stop = None

@@ -69,6 +69,8 @@ class Settings(BaseSettings):
     auth_cache_seconds: float = Field(default=1.0, ge=0, le=60)
     # Audit events of concurrent reads appended together, one commit for all (docs/architecture.md).
     audit_group_commit: bool = True
+    # Server processes: freeze what start-up loaded and collect garbage less often (app.py).
+    gc_tuning: bool = True
 
     purposes: list[str] = Field(default_factory=lambda: list(DEFAULT_PURPOSES))
     pool_size: int = 10

@@ -155,7 +155,14 @@ class Server:
 
     def connections(self) -> dict[int, int]:
         """Established client connections held by each worker (from /proc/net/tcp*)."""
-        established: set[str] = set()
+        held = dict.fromkeys(self.workers, 0)
+        for pid in self.holders().values():
+            held[pid] = held.get(pid, 0) + 1
+        return held
+
+    def holders(self) -> dict[int, int]:
+        """The worker pid holding each established client connection, by the client's port."""
+        by_inode: dict[str, int] = {}
         for name in ("tcp", "tcp6"):
             try:
                 rows = Path(f"/proc/net/{name}").read_text().splitlines()[1:]
@@ -165,19 +172,17 @@ class Server:
                 cols = row.split()
                 local_port = int(cols[1].rsplit(":", 1)[1], 16)
                 if local_port == self.port and cols[3] == "01":
-                    established.add(cols[9])
-        held = {}
+                    by_inode[cols[9]] = int(cols[2].rsplit(":", 1)[1], 16)
+        found: dict[int, int] = {}
         for pid in self.workers:
-            count = 0
             try:
                 links = [os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()]
             except OSError:
                 links = []
             for link in links:
-                if link.startswith("socket:[") and link[8:-1] in established:
-                    count += 1
-            held[pid] = count
-        return held
+                if link.startswith("socket:[") and link[8:-1] in by_inode:
+                    found[by_inode[link[8:-1]]] = pid
+        return found
 
 
 def _wait_ready(server: Server, timeout: float) -> None:

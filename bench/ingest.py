@@ -208,13 +208,25 @@ class PushRun:
 
 
 def _client(
-    base_url: str, key: str, jobs: Sequence[Prepared | Fill], tasks: Any, results: Any, go: Any
+    base_url: str,
+    key: str,
+    jobs: Sequence[Prepared | Fill],
+    tasks: Any,
+    results: Any,
+    go: Any,
+    control: Any,
 ) -> None:
     headers = {"authorization": f"Bearer {key}", "content-type": "application/json"}
     timeout = httpx.Timeout(600, connect=10)
     with httpx.Client(base_url=base_url, headers=headers, timeout=timeout) as http:
-        http.get("/healthz")  # the keep-alive connection is open before the clock starts
-        results.put(("ready", os.getpid()))
+        while True:  # the keep-alive connection is open before the clock starts
+            stream = http.get("/healthz").extensions["network_stream"]
+            port = stream.get_extra_info("client_addr")[1]
+            results.put(("ready", os.getpid(), port))
+            if control.recv() == "keep":
+                break
+            http.close()  # asked to reconnect: its worker holds more than its share
+            http = httpx.Client(base_url=base_url, headers=headers, timeout=timeout)
         go.wait()
         cpu = time.process_time()
         while (index := tasks.get()) is not None:
@@ -247,6 +259,34 @@ def _receive(results: Any, clients: list[Any]) -> Any:
                 raise BenchError(f"a client process died (exit codes {dead})") from exc
 
 
+def _spread(server: Server, results: Any, processes: list[Any], controls: list[Any]) -> None:
+    """Have the clients' keep-alive connections spread evenly over the workers.
+
+    The workers accept from one shared socket, and the one that wakes first may take every
+    connection opened in a burst: with two clients both can land on one worker, and the other
+    worker's core then idles. A load balancer in front of many clients spreads them; here the
+    clients on a worker holding more than its share reconnect, a few times at most."""
+    ready = [_receive(results, processes) for _ in processes]  # ("ready", pid, port)
+    client_of = {process.pid: n for n, process in enumerate(processes)}
+    port_of = {message[1]: message[2] for message in ready}
+    fair = math.ceil(len(processes) / max(1, len(server.workers)))
+    for _ in range(20):
+        holders = server.holders()
+        by_worker: dict[int, list[int]] = {}
+        for pid, port in port_of.items():
+            by_worker.setdefault(holders.get(port, -1), []).append(pid)
+        crowded = [pids[fair:] for pids in by_worker.values() if len(pids) > fair]
+        movers = [pid for extra in crowded for pid in extra]
+        if not movers or len(server.workers) < 2:
+            break
+        for pid in movers:
+            controls[client_of[pid]].send("again")
+            _, pid_again, port = _receive(results, processes)
+            port_of[pid_again] = port
+    for control in controls:
+        control.send("keep")
+
+
 def _cpu(server: Server) -> dict[str, float]:
     used = {"server": sum(_server.cpu_seconds(p) for p in {server.process.pid, *server.workers})}
     if server.database == "postgres":
@@ -269,13 +309,14 @@ def push(
     requests queued per client; stop handing out jobs once `deadline` has passed."""
     context = multiprocessing.get_context("fork")
     tasks, results, go = context.Queue(), context.Queue(), context.Event()
+    pipes = [context.Pipe() for _ in range(clients)]
     processes = [
         context.Process(
             target=_client,
-            args=(server.base_url, key, jobs, tasks, results, go),
+            args=(server.base_url, key, jobs, tasks, results, go, child),
             daemon=True,
         )
-        for _ in range(clients)
+        for _, child in pipes
     ]
     for process in processes:
         process.start()
@@ -283,8 +324,7 @@ def push(
     spies: list[subprocess.Popen[bytes]] = []
     client_cpu = 0.0
     try:
-        for _ in processes:
-            _receive(results, processes)  # ("ready", pid)
+        _spread(server, results, processes, [parent for parent, _ in pipes])
         connections = server.connections()
         pending = iter(range(len(jobs)))
         in_flight = 0

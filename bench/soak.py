@@ -1,7 +1,7 @@
 """Soak: mixed pushes, uploads and reads against the real service for a long while.
 
     .venv/bin/python bench/soak.py [--minutes 10] [--db sqlite] [--workers 2] [--clients 6]
-        [--interval 30] [--warmup-minutes 1]
+        [--interval 30] [--warmup-minutes 1] [--probe DIR]
 
 A fresh database (`bench/_server.py`: a SQLite file under /tmp/credit_hub_bench, or the
 PostgreSQL database credit_hub_bench on 127.0.0.1), `credit-hub serve --workers N` on a free
@@ -18,6 +18,8 @@ Every `--interval` seconds one line: requests/s by kind, errors so far, latency 
 the resident memory (VmRSS) of each server worker process. At the end: the totals, every
 distinct error (status and problem type), uploads finished, and memory growth measured from the
 end of `--warmup-minutes` to the end. Targets: zero errors, growth under 10 %.
+`--probe DIR`: every worker also writes its memory breakdown (smaps, SQLite's allocator, glibc's
+heap, Python objects and caches) to DIR/<pid>.jsonl every 15 s; see bench/_memprobe.
 Exits 1 when any request failed (a 5xx, an unexpected 4xx, a connection error) or an upload
 did not finish.
 """
@@ -26,7 +28,9 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import random
+import shutil
 import statistics
 import sys
 import threading
@@ -181,15 +185,39 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=6)
     parser.add_argument("--interval", type=float, default=30)
     parser.add_argument("--warmup-minutes", type=float, default=1)
+    parser.add_argument(
+        "--probe",
+        type=Path,
+        default=None,
+        help="write per-worker memory samples into this folder (bench/_memprobe)",
+    )
     args = parser.parse_args()
 
-    url = _server.fresh_database(args.db)
+    if args.db == "sqlite":  # its own file: another benchmark's fresh database is not ours
+        folder = _server.WORK / "soak-sqlite"
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        url = f"sqlite:///{folder / 'bench.db'}"
+    else:
+        url = _server.fresh_database(args.db)
     secrets = _server.secrets_env() if args.db == "postgres" else {}
     extra = {
         "CREDIT_HUB_MAINTENANCE_EVERY_HOURS": "0",
         "CREDIT_HUB_SPOOL_DIR": str(_server.WORK / "soak-spool"),
         "CREDIT_HUB_SECRETS_FILE": str(_server.WORK / "soak-secrets.json"),
     }
+    if args.probe is not None:
+        extra |= {
+            "PYTHONPATH": os.pathsep.join(
+                p
+                for p in (
+                    str(Path(__file__).resolve().parent / "_memprobe"),
+                    os.environ.get("PYTHONPATH", ""),
+                )
+                if p
+            ),
+            "CREDIT_HUB_BENCH_PROBE": str(args.probe.resolve()),
+        }
     with _server.running(args.db, url, secrets, workers=args.workers, extra=extra) as server:
         department, agency = register(server)
         stats = Stats()
@@ -257,6 +285,13 @@ def main() -> int:
     if len(warm) >= 2:
         growth = [(end - begin) / begin * 100 for begin, end in zip(warm[0], warm[-1], strict=True)]
     peak = [max(m[i] for _, _, m in timeline) for i in range(len(timeline[0][2]))]
+    # A plateau or a leak: the growth over the second half of the time after warm-up alone.
+    late = warm[len(warm) // 2 :]
+    late_growth = (
+        [(end - begin) / begin * 100 for begin, end in zip(late[0], late[-1], strict=True)]
+        if len(late) >= 2
+        else []
+    )
     errors = sum(stats.errors.values())
     by_kind = defaultdict(int, totals)
     print(
@@ -271,7 +306,8 @@ def main() -> int:
     begin, end = ([round(m, 1) for m in warm[i]] if warm else "-" for i in (0, -1))
     print(
         f"memory (RSS MB) after warm-up {begin}, end {end}, peak {[round(m, 1) for m in peak]}; "
-        f"growth after warm-up {[f'{g:+.1f} %' for g in growth]} (target < 10 %)"
+        f"growth after warm-up {[f'{g:+.1f} %' for g in growth]} (target < 10 %), "
+        f"over its second half {[f'{g:+.1f} %' for g in late_growth]}"
     )
     return 1 if errors or unfinished else 0
 

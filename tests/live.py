@@ -25,6 +25,7 @@ from sqlalchemy.pool import NullPool
 from credit_hub.access import service as access
 from credit_hub.access.models import ClientKind
 from credit_hub.config import Settings
+from credit_hub.db import make_engine, make_sessionmaker
 from credit_hub.keyring import SECRET_NAMES, generate_env, load_keyring
 from credit_hub.migrate import upgrade
 from tests import factories
@@ -78,22 +79,39 @@ def dedicated_settings(folder: Path, name: str, **overrides: Any) -> Iterator[Se
             recreate_database(name, create=False)
 
 
-def new_department(
-    sessions: sessionmaker[Session], standards: list[str] | None = None
+@contextmanager
+def sessions_on(settings: Settings) -> Iterator[sessionmaker[Session]]:
+    """Sessions on the settings' database, for a module's fixture."""
+    engine = make_engine(settings)
+    try:
+        yield make_sessionmaker(engine)
+    finally:
+        engine.dispose()
+
+
+def new_client(
+    sessions: sessionmaker[Session], kind: ClientKind, standards: list[str] | None = None
 ) -> tuple[uuid.UUID, str]:
-    """A committed department client and its API key."""
+    """A committed client of that kind and its API key."""
     with sessions.begin() as session:
         client = access.create_client(
             session,
-            kind=ClientKind.DEPARTMENT,
-            name="福州市市场监督管理局",
-            uscc=factories.DEPARTMENT_USCC,
+            kind=kind,
+            name="福州市市场监督管理局" if kind == ClientKind.DEPARTMENT else f"live {kind}",
+            uscc=factories.DEPARTMENT_USCC if kind == ClientKind.DEPARTMENT else None,
             standards=standards or ["administrative_penalty", "administrative_licensing"],
             scopes=[],
             pushes_for=[],
         )
         _, key = access.issue_key(session, client)
         return client.id, key
+
+
+def new_department(
+    sessions: sessionmaker[Session], standards: list[str] | None = None
+) -> tuple[uuid.UUID, str]:
+    """A committed department client and its API key."""
+    return new_client(sessions, ClientKind.DEPARTMENT, standards)
 
 
 def environment(settings: Settings, **extra: str) -> dict[str, str]:

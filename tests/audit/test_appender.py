@@ -12,15 +12,14 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from credit_hub.access import service as access
 from credit_hub.access.models import ClientKind
 from credit_hub.app import create_app
 from credit_hub.audit import service as audit
 from credit_hub.audit.models import AuditEvent
 from credit_hub.config import Settings
-from credit_hub.db import Database, make_engine, make_sessionmaker
+from credit_hub.db import Database
 from tests import factories
-from tests.live import dedicated_settings
+from tests.live import dedicated_settings, new_client, sessions_on
 
 DATABASE_NAME = "credit_hub_test_appender"
 READERS = 8
@@ -36,23 +35,8 @@ def hub_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]
 
 @pytest.fixture(scope="module")
 def sessions(hub_settings: Settings) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(hub_settings)
-    yield make_sessionmaker(engine)
-    engine.dispose()
-
-
-def _key(sessions: sessionmaker[Session], kind: ClientKind) -> str:
-    with sessions.begin() as session:
-        client = access.create_client(
-            session,
-            kind=kind,
-            name=f"appender {kind}",
-            uscc=factories.DEPARTMENT_USCC if kind == ClientKind.DEPARTMENT else None,
-            standards=["administrative_penalty"],
-            scopes=[],
-            pushes_for=[],
-        )
-        return access.issue_key(session, client)[1]
+    with sessions_on(hub_settings) as made:
+        yield made
 
 
 def _events(sessions: sessionmaker[Session], action: str) -> int:
@@ -68,7 +52,8 @@ def _events(sessions: sessionmaker[Session], action: str) -> int:
 def test_concurrent_reads_each_leave_one_committed_event_in_one_chain(
     hub_settings: Settings, sessions: sessionmaker[Session]
 ) -> None:
-    department, agency = _key(sessions, ClientKind.DEPARTMENT), _key(sessions, ClientKind.AGENCY)
+    department = new_client(sessions, ClientKind.DEPARTMENT)[1]
+    agency = new_client(sessions, ClientKind.AGENCY)[1]
     usccs = [factories.make_uscc(700 + n) for n in range(READERS)]
     records = [factories.penalty(n, counterpart_uscc=u) for n, u in enumerate(usccs)]
     read = {"purpose": "procurement", "case_ref": "APPENDER-1"}

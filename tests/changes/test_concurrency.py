@@ -30,10 +30,9 @@ from credit_hub.app import create_app
 from credit_hub.changes import webhooks
 from credit_hub.changes.models import ChangeEvent, Delivery
 from credit_hub.config import Settings
-from credit_hub.db import make_engine, make_sessionmaker
 from credit_hub.keyring import load_keyring
 from tests import factories
-from tests.live import BIN, dedicated_settings, environment
+from tests.live import BIN, dedicated_settings, environment, sessions_on
 
 DATABASE_NAME = "credit_hub_test_changes"
 WRITERS = 6
@@ -53,9 +52,8 @@ def hub_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]
 
 @pytest.fixture(scope="module")
 def sessions(hub_settings: Settings) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(hub_settings)
-    yield make_sessionmaker(engine)
-    engine.dispose()
+    with sessions_on(hub_settings) as made:
+        yield made
 
 
 def new_client(sessions: sessionmaker[Session], kind: ClientKind) -> tuple[Principal, str]:

@@ -29,11 +29,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from credit_hub.app import create_app
 from credit_hub.config import Settings
-from credit_hub.db import make_engine, make_sessionmaker
 from credit_hub.ingest.models import Submission
 from credit_hub.records.models import Record, RecordVersion
 from tests import factories
-from tests.live import dedicated_settings, new_department, running_server
+from tests.live import dedicated_settings, new_department, running_server, sessions_on
 
 DATABASE_NAME = "credit_hub_test_concurrency"
 URL = "/v1/records"
@@ -92,9 +91,8 @@ def hub_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]
 
 @pytest.fixture(scope="module")
 def sessions(hub_settings: Settings) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(hub_settings)
-    yield make_sessionmaker(engine)
-    engine.dispose()
+    with sessions_on(hub_settings) as made:
+        yield made
 
 
 def assert_history(

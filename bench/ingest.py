@@ -241,8 +241,10 @@ def _client(
                 continue
             seconds = time.monotonic() - started
             if answer.status_code == 201:
-                counts = orjson.loads(answer.content)["counts"]
-                results.put(Answer(index, started, seconds, 201, counts, None))
+                report = orjson.loads(answer.content)
+                # Rejections within a stored batch: say which, by code and pointer.
+                summary = str(report["error_summary"][:3]) if report["error_summary"] else None
+                results.put(Answer(index, started, seconds, 201, report["counts"], summary))
             else:
                 error = answer.text[:4000]
                 results.put(Answer(index, started, seconds, answer.status_code, None, error))
@@ -573,6 +575,8 @@ def _report_run(label: str, run: PushRun, expected: Counter[str], errors: list[s
         errors.append(f"{label}: {len(failures)} failed answer(s) {dict(statuses)}")
     if counts["rejected"]:
         errors.append(f"{label}: {counts['rejected']} record(s) rejected")
+        for answer in [a for a in run.answers if a.status == 201 and a.error][:3]:
+            print(f"    REJECTED in a stored batch: {answer.error}")
 
 
 def _planned(batches: list[Prepared]) -> Counter[str]:
@@ -732,8 +736,8 @@ def summarize(results: list[Figures]) -> None:
             rss = f"{before:.0f}->{before + memory.increase_mb:.0f} (+{memory.increase_mb:.0f})"
         grown = "-"
         if f.grown:
-            share = f.grown.rate / run.rate if run.rate else math.nan
-            grown = f"{share:.0%} at {f.grown_size / 1000:,.0f}k"
+            kept = f.grown.rate / run.rate if run.rate else math.nan
+            grown = f"{kept:.0%} at {f.grown_size / 1000:,.0f}k"
         print(
             f"{f.database:<9}{run.rate:>11,.0f}{run.latency_ms(50):>8.0f}{run.latency_ms(95):>8.0f}"
             f"{run.latency_ms(99):>8.0f}{check:>10}{stored:>10}{share:>10}{rss:>22}{grown:>16}"

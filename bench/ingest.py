@@ -588,6 +588,10 @@ def run_database(database: str, args: argparse.Namespace, figures: Figures) -> N
     print(f"\n=== {database}: fresh database, {args.workers} worker(s), {args.clients} client(s)")
     url = _server.fresh_database(database)
     limits = {"CREDIT_HUB_MAX_BATCH_RECORDS": "20000", "CREDIT_HUB_MAX_BODY_BYTES": "64000000"}
+    # No in-process maintenance a minute in: it would end the publication of the generated
+    # penalties decided years ago, and their planned corrections would then be refused
+    # (record_expired), as they must be.
+    limits["CREDIT_HUB_MAINTENANCE_EVERY_HOURS"] = "0"
     secrets = _server.secrets_env()
     with _server.running(database, url, secrets, workers=args.workers, extra=limits) as server:
         print(f"  server pid {server.process.pid}, workers {server.workers}, {server.base_url}")

@@ -8,7 +8,6 @@ principal at once; the other worker processes stop accepting the key within that
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 from collections.abc import Callable
@@ -19,7 +18,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from credit_hub.access.models import ClientKind
-from credit_hub.access.service import Principal, authenticate
+from credit_hub.access.service import Principal, authenticate, hash_key
 from credit_hub.db import Database, DbDep
 from credit_hub.errors import Forbidden, Unauthorized
 from credit_hub.ratelimit import limit_address, limit_client
@@ -35,17 +34,13 @@ class PrincipalCache:
     def __init__(self, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.ttl = ttl
         self.clock = clock
-        self._entries: dict[bytes, tuple[float, Principal]] = {}
+        self._entries: dict[str, tuple[float, Principal]] = {}  # by hash_key()
         self._lock = threading.Lock()
-
-    @staticmethod
-    def _digest(key: str) -> bytes:
-        return hashlib.sha256(key.encode()).digest()
 
     def get(self, key: str) -> Principal | None:
         if self.ttl <= 0:
             return None
-        entry = self._entries.get(self._digest(key))
+        entry = self._entries.get(hash_key(key))
         if entry is None or self.clock() - entry[0] > self.ttl:
             return None
         return entry[1]
@@ -56,7 +51,7 @@ class PrincipalCache:
         with self._lock:
             if len(self._entries) >= self.MAX_ENTRIES:
                 self._entries.clear()
-            self._entries[self._digest(key)] = (self.clock(), principal)
+            self._entries[hash_key(key)] = (self.clock(), principal)
 
     def forget_all(self) -> None:
         with self._lock:

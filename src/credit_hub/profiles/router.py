@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from datetime import date
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import Response
@@ -44,6 +44,16 @@ CaseQuery = Annotated[
 ]
 
 
+class _Built(NamedTuple):
+    """A profile read before its audit event: the answer and what the event records."""
+
+    subject_id: uuid.UUID
+    body: bytes
+    tag: str
+    not_modified: bool
+    records: int
+
+
 def _answer(
     request: Request,
     db: Database,
@@ -57,28 +67,29 @@ def _answer(
     one hop per read)."""
     state = request.app.state
 
-    def build(session: Session) -> tuple[uuid.UUID, bytes, int]:
+    def build(session: Session) -> _Built:
         subject = find(session)
         result = service.profile(
             session, subject, read, client=client, keyring=state.keyring, standards=state.standards
         )
-        return subject.id, service.render(result), sum(map(len, result["records"].values()))
+        body = service.render(result)
+        tag = service.etag(body)
+        records = sum(map(len, result["records"].values()))
+        return _Built(subject.id, body, tag, service.matches(if_none_match, tag), records)
 
-    def events(built: tuple[uuid.UUID, bytes, int]) -> list[dict[str, Any]]:
-        subject_id, body, records = built
-        outcome = "not_modified" if service.matches(if_none_match, service.etag(body)) else "ok"
+    def events(built: _Built) -> list[dict[str, Any]]:
+        outcome = "not_modified" if built.not_modified else "ok"
         return [
             service.read_event(
-                client, subject_id, read, action=action, result=outcome, records=records
+                client, built.subject_id, read, action=action, result=outcome, records=built.records
             )
         ]
 
-    _, body, _ = audit.audited_read(db, build, events, state.audit_appender)
-    tag = service.etag(body)
-    headers = {"ETag": tag, "Cache-Control": "private, no-cache"}
-    if service.matches(if_none_match, tag):
+    built = audit.audited_read(db, build, events, state.audit_appender)
+    headers = {"ETag": built.tag, "Cache-Control": "private, no-cache"}
+    if built.not_modified:
         return Response(status_code=304, headers=headers)
-    return Response(body, media_type="application/json", headers=headers)
+    return Response(built.body, media_type="application/json", headers=headers)
 
 
 @router.get(

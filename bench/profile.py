@@ -6,11 +6,12 @@
     .venv/bin/python bench/profile.py --records 100000 --subjects 20000
     .venv/bin/python bench/profile.py --scale
 
-For each database: a fresh one (a SQLite file under bench/out, or the PostgreSQL database
-credit_hub_bench_profile on 127.0.0.1, dropped and created), migrated, then loaded in-process
-(bench/_loader.py: check_records in pool processes, store() here, 5,000 records a transaction;
-on PostgreSQL then VACUUM ANALYZE, as autovacuum would do for an insert-only load). `--reuse`
-skips the load when bench/out holds a database of the same size from an earlier run.
+For each database: a fresh one per size (bench/out/profile-<records>.db, or the PostgreSQL
+database credit_hub_bench_profile_<records> on 127.0.0.1, dropped and created), migrated, then
+loaded in-process (bench/_loader.py: check_records in pool processes, store() here, 5,000
+records a transaction; on PostgreSQL then VACUUM ANALYZE, as autovacuum would do for an
+insert-only load). `--reuse` skips the load when bench/out holds a database of the same size
+from an earlier run (migrated to the current head first).
 
 Then `credit-hub serve --no-migrate` with each `--workers` count, and from separate client
 processes on 127.0.0.1, each with its own keep-alive connection (bench/_http.py, a few tens of
@@ -91,23 +92,30 @@ TARGET_SCALE = 1.5
 # --- the database ------------------------------------------------------------------------------
 
 
-def fresh_database(kind: str) -> str:
+def _sqlite_name(records: int) -> str:
+    return f"profile-{records}.db"
+
+
+def fresh_database(kind: str, records: int) -> str:
+    """A database of its own per size, so that a 1M and a 3M load can both be reused."""
     if kind == "sqlite":
         OUT.mkdir(parents=True, exist_ok=True)
-        for old in OUT.glob("profile.db*"):
+        for old in OUT.glob(_sqlite_name(records) + "*"):
             old.unlink()
-        return f"sqlite:///{OUT / 'profile.db'}"
+        return f"sqlite:///{OUT / _sqlite_name(records)}"
     if kind == "postgres":
+        name = f"{PG_DATABASE}_{records}"
         with psycopg.connect(PG_ADMIN, autocommit=True) as connection:
-            connection.execute(f"DROP DATABASE IF EXISTS {PG_DATABASE} WITH (FORCE)")
-            connection.execute(f"CREATE DATABASE {PG_DATABASE}")
-        return f"postgresql://postgres@127.0.0.1:5432/{PG_DATABASE}"
+            connection.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            connection.execute(f"CREATE DATABASE {name}")
+        return f"postgresql://postgres@127.0.0.1:5432/{name}"
     raise BenchError(f"unknown database {kind!r} (sqlite or postgres)")
 
 
 def database_mb(kind: str, url: str) -> float:
     if kind == "sqlite":
-        return sum(p.stat().st_size for p in OUT.glob("profile.db*")) / 2**20
+        name = url.rsplit("/", 1)[-1]
+        return sum(p.stat().st_size for p in OUT.glob(name + "*")) / 2**20
     with psycopg.connect(url) as connection:
         row = connection.execute("SELECT pg_database_size(current_database())").fetchone()
     return (row[0] if row else 0) / 2**20
@@ -135,15 +143,15 @@ class Store:
     vacuum_seconds: float = 0.0
 
     @staticmethod
-    def path(database: str) -> Path:
-        return OUT / f"profile-{database}-state.json"
+    def path(database: str, records: int) -> Path:
+        return OUT / f"profile-{database}-{records}-state.json"
 
     def save(self) -> None:
-        self.path(self.database).write_text(json.dumps(asdict(self), indent=1))
+        self.path(self.database, self.records).write_text(json.dumps(asdict(self), indent=1))
 
     @classmethod
     def reusable(cls, database: str, records: int, subjects: int) -> Store | None:
-        path = cls.path(database)
+        path = cls.path(database, records)
         if not path.exists():
             return None
         state = cls(**json.loads(path.read_text()))
@@ -155,9 +163,10 @@ class Store:
 def prepare(database: str, args: argparse.Namespace) -> Store:
     if args.reuse and (state := Store.reusable(database, args.records, args.subjects)):
         print(f"  reusing the loaded database ({state.records:,} records, loaded {state.today})")
+        upgrade(settings_for(state.url, state.secrets))  # migrations added since the load
         return state
-    Store.path(database).unlink(missing_ok=True)
-    url = fresh_database(database)
+    Store.path(database, args.records).unlink(missing_ok=True)
+    url = fresh_database(database, args.records)
     secrets = _server.secrets_env()
     settings = settings_for(url, secrets)
     began = time.monotonic()

@@ -17,7 +17,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
-from credit_hub import sqlite_checkpoint, sqlite_writers
+from credit_hub import sqlite_checkpoint, sqlite_search, sqlite_writers
 from credit_hub.config import Settings
 
 NAMING_CONVENTION = {
@@ -141,11 +141,13 @@ def make_engine(settings: Settings, **overrides: Any) -> Engine:
         if database and database != ":memory:" and not database.startswith("file:"):
             queue = sqlite_writers.queue_for(database, timeout=30)
             connect_args["factory"] = sqlite_writers.connection_factory(queue)
+            connect_args["uri"] = True  # attaches the name index read-only; a path stays a path
         engine = create_engine(url, connect_args=connect_args, **(sqlite_options | overrides))
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
         if database and "factory" in connect_args:  # a file: checkpoints off the commit path
             sqlite_checkpoint.attach(engine, database)
+            sqlite_search.attach(engine, database)
         return engine
     options: dict[str, Any] = {
         "pool_size": settings.pool_size,

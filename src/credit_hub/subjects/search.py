@@ -17,6 +17,7 @@ import orjson
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from credit_hub import sqlite_search
 from credit_hub.errors import NotFound, RequestInvalid
 from credit_hub.subjects import identifiers as ids
 from credit_hub.subjects import service as subjects
@@ -93,16 +94,9 @@ def search(
     sqlite = session.get_bind().dialect.name == "sqlite"
     params: dict[str, Any] = {"limit": limit + 1, "after": position}
     if len(q) >= 3 and sqlite:
-        sql = f"""
-            SELECT f.rowid AS position, sn.name AS matched, s.id, s.kind, s.name, s.uscc,
-                   s.division
-            FROM subject_name_fts f
-            JOIN subject_name sn ON sn.rowid = f.rowid
-            JOIN subject s ON s.id = sn.subject_id
-            WHERE subject_name_fts MATCH :match AND (:after IS NULL OR f.rowid > :after)
-              AND s.merged_into_id IS NULL {persons}
-            ORDER BY f.rowid LIMIT :limit"""
-        params["match"] = '"' + q.replace('"', '""') + '"'
+        sql, through = _sqlite_substring(session, persons)
+        params |= {"through": through, "match": '"' + q.replace('"', '""') + '"'}
+        params["pattern"] = _like_pattern(q)
     elif len(q) >= 3:
         sql = f"""
             SELECT sn.id::text AS position, sn.name AS matched, s.id, s.kind, s.name, s.uscc,
@@ -113,9 +107,7 @@ def search(
                                               OR sn.id > CAST(:after AS uuid))
               AND s.merged_into_id IS NULL {persons}
             ORDER BY sn.id LIMIT :limit"""
-        params["pattern"] = (
-            "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        )
+        params["pattern"] = _like_pattern(q)
     else:
         collate = "" if sqlite else ' COLLATE "C"'
         key = "sn.name || '|' || sn.id" if sqlite else "sn.name || '|' || sn.id::text"
@@ -144,6 +136,37 @@ def search(
         for r in rows
     ]
     return hits, _cursor(rows[-1].position) if more and rows else None
+
+
+def _like_pattern(q: str) -> str:
+    return "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def _sqlite_substring(session: Session, persons: str) -> tuple[str, int]:
+    """(SQL, watermark): the trigram index (a file of its own, see sqlite_search) for the names
+    it covers, LIKE for the few past its watermark; both in rowid order, merged without a sort."""
+    dbapi = session.connection().connection.driver_connection
+    through = sqlite_search.indexed_through(dbapi)  # type: ignore[arg-type]
+    tail = f"""
+        SELECT sn.rowid AS position, sn.name AS matched, s.id, s.kind, s.name, s.uscc,
+               s.division
+        FROM subject_name sn
+        JOIN subject s ON s.id = sn.subject_id
+        WHERE sn.rowid > :through AND (:after IS NULL OR sn.rowid > :after)
+          AND sn.name LIKE :pattern ESCAPE '\\'
+          AND s.merged_into_id IS NULL {persons}"""
+    if through is None:  # no index file (an in-memory database)
+        return tail + " ORDER BY 1 LIMIT :limit", 0
+    indexed = f"""
+        SELECT f.rowid AS position, sn.name AS matched, s.id, s.kind, s.name, s.uscc,
+               s.division
+        FROM {sqlite_search.SCHEMA}.name_fts f
+        JOIN subject_name sn ON sn.rowid = f.rowid
+        JOIN subject s ON s.id = sn.subject_id
+        WHERE f.name_fts MATCH :match AND f.rowid <= :through
+          AND (:after IS NULL OR f.rowid > :after)
+          AND s.merged_into_id IS NULL {persons}"""
+    return f"{indexed} UNION ALL {tail} ORDER BY 1 LIMIT :limit", through
 
 
 def _hit(subject: Subject | subjects.SubjectRow, matched: str) -> Hit:

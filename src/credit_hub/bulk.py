@@ -14,7 +14,7 @@ parameter machinery (which cost more than SQLite itself).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import date
 from functools import lru_cache
 from typing import Any
@@ -50,12 +50,14 @@ def insert_rows(
     rows: Rows,
     *,
     on_conflict_do_nothing: Sequence[str] | None = None,
+    bound: Collection[str] = (),
 ) -> int:
-    """Insert `rows` (dicts with the same keys) in one go; the number of rows inserted."""
+    """Insert `rows` (dicts with the same keys) in one go; the number of rows inserted. The
+    columns in `bound` hold values bind_rows() made ready for the driver already."""
     conflict = None
     if on_conflict_do_nothing is not None:
         conflict = f" ON CONFLICT ({', '.join(on_conflict_do_nothing)}) DO NOTHING"
-    return _insert(session, table, rows, conflict)
+    return _insert(session, table, rows, conflict, bound)
 
 
 def upsert_rows(
@@ -74,8 +76,11 @@ def upsert_rows(
     )
 
 
-def update_rows(session: Session, table: Table, rows: Rows, *, key: Sequence[str]) -> int:
-    """Update one row per dict (found by the `key` columns) with the dict's other columns."""
+def update_rows(
+    session: Session, table: Table, rows: Rows, *, key: Sequence[str], bound: Collection[str] = ()
+) -> int:
+    """Update one row per dict (found by the `key` columns) with the dict's other columns
+    (`bound`: as for insert_rows)."""
     if not rows:
         return 0
     columns = tuple(rows[0])
@@ -93,11 +98,13 @@ def update_rows(session: Session, table: Table, rows: Rows, *, key: Sequence[str
         f"UPDATE {table.name} SET {', '.join(f'{c} = ?' for c in values)} "
         f"WHERE {' AND '.join(f'{c} = ?' for c in key)}"
     )
-    params = _sqlite_params(table, connection.dialect, (*values, *key), rows)
+    params = _sqlite_params(table, connection.dialect, (*values, *key), rows, bound)
     return int(connection.exec_driver_sql(statement, params).rowcount)
 
 
-def _insert(session: Session, table: Table, rows: Rows, conflict: str | None) -> int:
+def _insert(
+    session: Session, table: Table, rows: Rows, conflict: str | None, bound: Collection[str] = ()
+) -> int:
     if not rows:
         return 0
     connection = session.connection()
@@ -116,7 +123,7 @@ def _insert(session: Session, table: Table, rows: Rows, conflict: str | None) ->
         f"INSERT INTO {table.name} ({', '.join(columns)}) "
         f"VALUES ({', '.join('?' * len(columns))}){conflict or ''}"
     )
-    params = _sqlite_params(table, connection.dialect, columns, rows)
+    params = _sqlite_params(table, connection.dialect, columns, rows, bound)
     return int(connection.exec_driver_sql(statement, params).rowcount)
 
 
@@ -155,21 +162,40 @@ def _processor(
     return processor, repeats
 
 
+def _bound_values(table: Table, dialect: Dialect, name: str, values: list[Any]) -> list[Any]:
+    processor, repeats = _processor(table, name, dialect)
+    if processor is None:
+        return values
+    if repeats:
+        memo = {value: processor(value) for value in set(values)}
+        return [memo[value] for value in values]
+    return list(map(processor, values))
+
+
 def _sqlite_params(
-    table: Table, dialect: Dialect, columns: Iterable[str], rows: Rows
+    table: Table, dialect: Dialect, columns: Iterable[str], rows: Rows, bound: Collection[str] = ()
 ) -> list[tuple[Any, ...]]:
     processed: list[list[Any]] = []
     for name in columns:
         values = [row[name] for row in rows]
-        processor, repeats = _processor(table, name, dialect)
-        if processor is not None:
-            if repeats:
-                memo = {value: processor(value) for value in set(values)}
-                values = [memo[value] for value in values]
-            else:
-                values = list(map(processor, values))
-        processed.append(values)
+        processed.append(values if name in bound else _bound_values(table, dialect, name, values))
     return list(zip(*processed, strict=True))
+
+
+def bind_rows(
+    dialect: Dialect, table: Table, rows: list[dict[str, Any]], columns: Collection[str]
+) -> list[dict[str, Any]]:
+    """`rows` with the values of `columns` made ready for the driver (in place), as the
+    statements here would make them: done before a write transaction opens, SQLite's write lock
+    is held for less. Pass the same `columns` as `bound` when writing the rows. PostgreSQL's
+    paths send Python values: there the rows stay as they are."""
+    if dialect.name != "sqlite" or not rows:
+        return rows
+    for name in columns:
+        values = _bound_values(table, dialect, name, [row[name] for row in rows])
+        for row, value in zip(rows, values, strict=True):
+            row[name] = value
+    return rows
 
 
 # -- PostgreSQL ---------------------------------------------------------------------------------

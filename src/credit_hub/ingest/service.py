@@ -1,8 +1,10 @@
 """Rules of a push: check every record, then store the good ones in sets, with a receipt.
 
 Checking (validation, normalization, the department's right to push the record) needs no
-database and runs before the write transaction opens. Storing resolves subjects and finds
-existing records with a fixed number of set queries, then inserts and updates in bulk.
+database and runs before the write transaction opens, and so does preparing the rows (ids,
+values in the driver's form): on SQLite the write lock is held for the writes only. Storing
+resolves subjects and finds existing records with a fixed number of set queries, then inserts
+and updates in bulk.
 """
 
 from __future__ import annotations
@@ -14,11 +16,13 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from functools import lru_cache
 from typing import Any
 
 import orjson
-from sqlalchemy import select, text, update
+from sqlalchemy import Row, Select, bindparam, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
 from credit_hub import bulk
@@ -247,6 +251,10 @@ def store(
 ) -> tuple[SubmissionReport, bool]:
     """Store the checked records in the caller's transaction: (report, replayed)."""
     submission_id = new_id()
+    # Before the first statement: the transaction (on SQLite, the write lock) is not open yet.
+    prepared = prepare(
+        session, found, checked, client=client, submission_id=submission_id, now=received_at
+    )
     # NULL keys never conflict: only a retry with the same Idempotency-Key can lose here.
     inserted = session.execute(
         _insert(session)(table(Submission))
@@ -278,6 +286,7 @@ def store(
         client=client,
         submission_id=submission_id,
         now=received_at,
+        prepared=prepared,
     )
     rejected = rejected + late_rejections
     if mode == Mode.ATOMIC and rejected:
@@ -447,6 +456,73 @@ def _lock_natural_keys(session: Session, department_id: uuid.UUID, standard: str
     )
 
 
+# The record and version columns no database state decides: their values are made ready for the
+# driver before the write transaction opens (see prepare()).
+_RECORD_BOUND = frozenset(
+    {
+        "department_id",
+        "standard",
+        "source_id",
+        "schema_id",
+        "content_hash",
+        "status",
+        "severity",
+        "severity_source",
+        "decision_date",
+        "publish_from",
+        "publish_until",
+        "repair_from",
+        "retain_until",
+        "withheld_reason",
+        "created_at",
+        "updated_at",
+    }
+)
+_VERSION_BOUND = frozenset(
+    {
+        "schema_id",
+        "content_hash",
+        "data",
+        "originals",
+        "personal_enc",
+        "submission_id",
+        "publish_from",
+        "publish_until",
+        "created_at",
+        "superseded_at",
+    }
+)
+
+
+@dataclass(slots=True)
+class Prepared:
+    """Per checked record, in order: its record row should it be new (a fresh id, no subject
+    yet) and its version's columns, the `_BOUND` ones ready for the driver."""
+
+    records: list[dict[str, Any]]
+    versions: list[dict[str, Any]]
+
+
+def prepare(
+    session: Session,
+    found: StandardVersion,
+    checked: list[Checked],
+    *,
+    client: Principal,
+    submission_id: uuid.UUID,
+    now: datetime,
+) -> Prepared:
+    """What storing `checked` needs that no database state decides; touches no database, so
+    that a caller can make it before its write transaction opens."""
+    dialect = session.get_bind().dialect
+    records = [_record_row(item, found, client, now) for item in checked]
+    versions = [_version_columns(item, found, submission_id, now) for item in checked]
+    return Prepared(
+        bulk.bind_rows(dialect, table(Record), records, _RECORD_BOUND),
+        bulk.bind_rows(dialect, table(RecordVersion), versions, _VERSION_BOUND),
+    )
+
+
 def write_checked(
     session: Session,
     keyring: Keyring,
@@ -456,12 +532,18 @@ def write_checked(
     client: Principal,
     submission_id: uuid.UUID,
     now: datetime,
+    prepared: Prepared | None = None,
 ) -> tuple[list[dict[str, Any]], list[Rejection]]:
     """Write checked records under an existing submission and emit their changes, in the
     caller's transaction: (outcomes, late rejections). A batch push and each chunk of a file
-    submission both come through here."""
+    submission both come through here; `prepared` is prepare()'s for these records, when the
+    caller made it before its transaction opened."""
     if not checked:
         return [], []
+    if prepared is None:
+        prepared = prepare(
+            session, found, checked, client=client, submission_id=submission_id, now=now
+        )
     _lock_natural_keys(session, client.id, found.standard)
     derived = [c.outcome.derived for c in checked]
     subject_ids = subjects.resolve(
@@ -472,12 +554,12 @@ def write_checked(
     )
     existing = _existing(session, client.id, found.standard, [c.source_id for c in checked])
     new_rows: list[dict[str, Any]] = []
-    pending: list[tuple[Checked, uuid.UUID]] = []
-    for item, subject_id in zip(checked, subject_ids, strict=True):
+    pending: list[tuple[int, uuid.UUID]] = []  # (position in checked, subject id)
+    for position, (item, subject_id) in enumerate(zip(checked, subject_ids, strict=True)):
         if item.source_id in existing:
-            pending.append((item, subject_id))
+            pending.append((position, subject_id))
             continue
-        new_rows.append(_record_row(item, found, client, subject_id, now))
+        new_rows.append(prepared.records[position] | {"subject_id": subject_id})
     created_ids: set[uuid.UUID] = set()
     new_rows.sort(key=lambda row: str(row["source_id"]))  # one lock order for every batch
     if new_rows:
@@ -487,6 +569,7 @@ def write_checked(
             records,
             new_rows,
             on_conflict_do_nothing=["source_id", "department_id", "standard"],
+            bound=_RECORD_BOUND,
         )
         created_ids = {row["id"] for row in new_rows}
         if inserted != len(new_rows):  # some lost to a concurrent push: find which are ours
@@ -496,7 +579,7 @@ def write_checked(
         existing.update(
             _existing(session, client.id, found.standard, [row["source_id"] for row in lost])
         )
-        by_source = {c.source_id: (c, s) for c, s in zip(checked, subject_ids, strict=True)}
+        by_source = {c.source_id: (n, subject_ids[n]) for n, c in enumerate(checked)}
         pending.extend(by_source[row["source_id"]] for row in lost)
     outcomes: list[dict[str, Any]] = []
     written: list[tuple[Checked, ChangeKind, uuid.UUID, int, uuid.UUID]] = []
@@ -505,57 +588,59 @@ def write_checked(
     superseded: list[dict[str, Any]] = []
     late: list[Rejection] = []
     created_rows = {row["source_id"]: row for row in new_rows if row["id"] in created_ids}
-    for item in checked:
+    for position, item in enumerate(checked):
         row = created_rows.get(item.source_id)
         if row is not None:
+            record_id, subject_id = row["id"], row["subject_id"]
             versions.append(
-                _version_row(item, found, row["id"], 1, row["subject_id"], submission_id, now)
+                prepared.versions[position]
+                | {"record_id": record_id, "version": 1, "subject_id": subject_id}
             )
-            outcomes.append(_outcome(item, row["id"], 1, "created", row["subject_id"]))
-            written.append((item, ChangeKind.CREATED, row["id"], 1, row["subject_id"]))
-    for item, subject_id in pending:
+            outcomes.append(_outcome(item, record_id, 1, "created", subject_id))
+            written.append((item, ChangeKind.CREATED, record_id, 1, subject_id))
+    for position, subject_id in pending:
+        item = checked[position]
         current = existing[item.source_id]
-        if current["content_hash"] == item.content_hash:
-            outcomes.append(
-                _outcome(item, current["id"], current["version"], "unchanged", subject_id)
-            )
+        if current.content_hash == item.content_hash:
+            outcomes.append(_outcome(item, current.id, current.version, "unchanged", subject_id))
             continue
-        if current["status"] != RecordStatus.ACTIVE:
+        if current.status != RecordStatus.ACTIVE:
             late.append(
                 Rejection(
                     index=item.index,
                     source_id=item.source_id,
                     pointer="",
-                    code=f"record_{current['status']}",
-                    message=f"This record is {current['status']}; it can no longer be corrected.",
+                    code=f"record_{current.status}",
+                    message=f"This record is {current.status}; it can no longer be corrected.",
                 )
             )
             continue
-        version = current["version"] + 1
-        row = _record_row(item, found, client, subject_id, now)
+        version = current.version + 1
+        row = prepared.records[position]
         record_updates.append(
             {
                 k: v
                 for k, v in row.items()
                 if k not in ("department_id", "standard", "source_id", "created_at")
             }
-            | {"id": current["id"], "version": version}
+            | {"id": current.id, "version": version, "subject_id": subject_id}
         )
         superseded.append(
-            {"record_id": current["id"], "version": current["version"], "superseded_at": now}
+            {"record_id": current.id, "version": current.version, "superseded_at": now}
         )
         versions.append(
-            _version_row(item, found, current["id"], version, subject_id, submission_id, now)
+            prepared.versions[position]
+            | {"record_id": current.id, "version": version, "subject_id": subject_id}
         )
-        outcomes.append(_outcome(item, current["id"], version, "updated", subject_id))
-        written.append((item, ChangeKind.CORRECTED, current["id"], version, subject_id))
+        outcomes.append(_outcome(item, current.id, version, "updated", subject_id))
+        written.append((item, ChangeKind.CORRECTED, current.id, version, subject_id))
     if record_updates:
         record_updates.sort(key=lambda row: str(row["id"]))
         superseded.sort(key=lambda row: str(row["record_id"]))
-        bulk.update_rows(session, table(Record), record_updates, key=["id"])
+        bulk.update_rows(session, table(Record), record_updates, key=["id"], bound=_RECORD_BOUND)
         bulk.update_rows(session, table(RecordVersion), superseded, key=["record_id", "version"])
     if versions:
-        bulk.insert_rows(session, table(RecordVersion), versions)
+        bulk.insert_rows(session, table(RecordVersion), versions, bound=_VERSION_BOUND)
     outcomes.sort(key=lambda o: int(o["index"]))
     _emit_changes(session, found, written, client=client, now=now)
     return outcomes, late
@@ -571,33 +656,44 @@ def _present(session: Session, record_ids: Sequence[uuid.UUID]) -> set[uuid.UUID
 
 def _existing(
     session: Session, department_id: uuid.UUID, standard: str, source_ids: Sequence[str]
-) -> dict[str, dict[str, Any]]:
-    found: dict[str, dict[str, Any]] = {}
-    dialect = session.get_bind().dialect
+) -> dict[str, Row[Any]]:
+    """The stored records of these source ids: (id, source_id, version, content_hash, status)."""
+    found: dict[str, Row[Any]] = {}
+    stmt = _existing_statement(session.get_bind().dialect)
     source_ids = sorted(source_ids)
-    stmt = (
-        select(Record.id, Record.source_id, Record.version, Record.content_hash, Record.status)
-        .where(
-            Record.department_id == department_id,
-            Record.standard == standard,
-            bulk.in_values(Record.source_id, "source_ids", dialect),
-        )
-        .order_by(Record.source_id)
-    )
-    if dialect.name == "postgresql":  # corrections of one record queue up: versions stay
-        stmt = stmt.with_for_update()  # gap-free and ordered
     for start in range(0, len(source_ids), 500):
-        rows = session.execute(stmt, {"source_ids": source_ids[start : start + 500]})
-        found.update({row.source_id: row._asdict() for row in rows})
+        rows = session.execute(
+            stmt,
+            {
+                "department_id": department_id,
+                "standard": standard,
+                "source_ids": source_ids[start : start + 500],
+            },
+        )
+        found.update({row.source_id: row for row in rows})
     return found
 
 
+@lru_cache(maxsize=4)
+def _existing_statement(dialect: Dialect) -> Select[Any]:
+    """Core columns, built once: no ORM loading or statement building per batch."""
+    c = table(Record).c
+    stmt = (
+        select(c.id, c.source_id, c.version, c.content_hash, c.status)
+        .where(
+            c.department_id == bindparam("department_id"),
+            c.standard == bindparam("standard"),
+            bulk.in_values(c.source_id, "source_ids", dialect),
+        )
+        .order_by(c.source_id)
+    )
+    if dialect.name == "postgresql":  # corrections of one record queue up: versions stay
+        stmt = stmt.with_for_update()  # gap-free and ordered
+    return stmt
+
+
 def _record_row(
-    item: Checked,
-    found: StandardVersion,
-    client: Principal,
-    subject_id: uuid.UUID,
-    now: datetime,
+    item: Checked, found: StandardVersion, client: Principal, now: datetime
 ) -> dict[str, Any]:
     derived = item.outcome.derived
     assert derived is not None
@@ -607,7 +703,6 @@ def _record_row(
         "department_id": client.id,
         "standard": found.standard,
         "source_id": item.source_id,
-        "subject_id": subject_id,
         "version": 1,
         "schema_id": found.schema_id,
         "content_hash": item.content_hash,
@@ -634,26 +729,18 @@ def _retain_until(publish_until: date | None) -> date | None:
         return publish_until.replace(year=publish_until.year + RETENTION_YEARS, day=28)
 
 
-def _version_row(
-    item: Checked,
-    found: StandardVersion,
-    record_id: uuid.UUID,
-    version: int,
-    subject_id: uuid.UUID,
-    submission_id: uuid.UUID,
-    now: datetime,
+def _version_columns(
+    item: Checked, found: StandardVersion, submission_id: uuid.UUID, now: datetime
 ) -> dict[str, Any]:
+    """A version row but for its record, number and subject."""
     derived = item.outcome.derived
     assert derived is not None
     return {
-        "record_id": record_id,
-        "version": version,
         "schema_id": found.schema_id,
         "content_hash": item.content_hash,
         "data": item.data,
         "originals": item.outcome.originals or None,
         "personal_enc": item.personal_enc,
-        "subject_id": subject_id,
         "submission_id": submission_id,
         "publish_from": derived.publish_from,
         "publish_until": derived.publish_until,

@@ -17,6 +17,7 @@ from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import Row, Select, bindparam, select, update
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
 from credit_hub import bulk
@@ -65,23 +66,26 @@ def _chunks(values: Sequence[Any]) -> Iterable[Sequence[Any]]:
         yield values[start : start + CHUNK]
 
 
-def _fetch(session: Session, column: Any, values: Iterable[Any], *extra: Any) -> list[_Known]:
+@lru_cache(maxsize=16)
+def _fetch_statement(column: str, waiting: bool, dialect: Dialect) -> Select[Any]:
+    """Subjects whose `column` is in :values (unresolved ones only if `waiting`). Core columns
+    and one statement per shape: no ORM loading or statement building per batch."""
+    subjects = table(Subject)
+    c = subjects.c
+    stmt = select(c.id, c.uscc, c.org_code, c.reg_no, c.name, c.name_seen_on).where(
+        bulk.in_values(c[column], "values", dialect), c.merged_into_id.is_(None)
+    )
+    return stmt.where(c.uscc.is_(None)) if waiting else stmt
+
+
+def _fetch(
+    session: Session, column: str, values: Iterable[Any], *, waiting: bool = False
+) -> list[_Known]:
     found: list[_Known] = []
     distinct = sorted({v for v in values if v})
     if not distinct:
         return found
-    stmt = select(
-        Subject.id,
-        Subject.uscc,
-        Subject.org_code,
-        Subject.reg_no,
-        Subject.name,
-        Subject.name_seen_on,
-    ).where(
-        bulk.in_values(column, "values", session.get_bind().dialect),
-        Subject.merged_into_id.is_(None),
-        *extra,
-    )
+    stmt = _fetch_statement(column, waiting, session.get_bind().dialect)
     for chunk in _chunks(distinct):
         found.extend(_Known(*row) for row in session.execute(stmt, {"values": list(chunk)}))
     return found
@@ -138,7 +142,7 @@ def _resolve_usccs(
 ) -> dict[str, uuid.UUID]:
     by_uscc: dict[str, uuid.UUID] = {
         k.uscc: k.id
-        for k in learned.note(_fetch(session, Subject.uscc, [r.uscc for r in refs]))
+        for k in learned.note(_fetch(session, "uscc", [r.uscc for r in refs]))
         if k.uscc
     }
     # Unresolved subjects waiting for these USCCs, by embedded org code or by reg no.
@@ -146,18 +150,13 @@ def _resolve_usccs(
         k.org_code: k
         for k in learned.note(
             _fetch(
-                session,
-                Subject.org_code,
-                [ids.uscc_org_code(r.uscc or "") for r in refs],
-                Subject.uscc.is_(None),
+                session, "org_code", [ids.uscc_org_code(r.uscc or "") for r in refs], waiting=True
             )
         )
     }
     waiting_reg = {
         k.reg_no: k
-        for k in learned.note(
-            _fetch(session, Subject.reg_no, [r.reg_no for r in refs], Subject.uscc.is_(None))
-        )
+        for k in learned.note(_fetch(session, "reg_no", [r.reg_no for r in refs], waiting=True))
     }
     new_rows: dict[str, dict[str, Any]] = {}
     for ref in refs:
@@ -199,7 +198,7 @@ def _resolve_usccs(
         by_uscc.update((uscc, row["id"]) for uscc, row in new_rows.items())
     else:  # some were created concurrently: theirs stand
         learned.note_created(new_rows.values())
-        for known in learned.note(_fetch(session, Subject.uscc, list(new_rows))):
+        for known in learned.note(_fetch(session, "uscc", list(new_rows))):
             if known.uscc:
                 by_uscc[known.uscc] = known.id
     return by_uscc
@@ -217,13 +216,13 @@ def _resolve_legacy(
         return found
     # Prefer a subject with a USCC (the org code is embedded in it), then an unresolved one.
     for known in sorted(
-        learned.note(_fetch(session, Subject.org_code, [r.org_code for r in refs])),
+        learned.note(_fetch(session, "org_code", [r.org_code for r in refs])),
         key=lambda k: k.uscc is None,
         reverse=True,
     ):
         found[f"org:{known.org_code}"] = known.id
     for known in sorted(
-        learned.note(_fetch(session, Subject.reg_no, [r.reg_no for r in refs if not r.org_code])),
+        learned.note(_fetch(session, "reg_no", [r.reg_no for r in refs if not r.org_code])),
         key=lambda k: k.uscc is None,
         reverse=True,
     ):
@@ -306,6 +305,14 @@ _WIDEN_SPAN = {
 }
 
 
+@lru_cache(maxsize=4)
+def _names_statement(dialect: Dialect) -> Select[Any]:
+    c = table(SubjectName).c
+    return select(c.subject_id, c.name, c.first_seen_on, c.last_seen_on).where(
+        bulk.in_values(c.subject_id, "ids", dialect)
+    )
+
+
 def _record_names(
     session: Session,
     refs: Sequence[SubjectRef],
@@ -324,13 +331,7 @@ def _record_names(
     known: dict[tuple[uuid.UUID, str], tuple[date, date]] = {}
     # Subjects this batch created have no name history to read.
     older = {subject_id for subject_id, _ in spans} - learned.created
-    dialect = session.get_bind().dialect
-    stmt = select(
-        SubjectName.subject_id,
-        SubjectName.name,
-        SubjectName.first_seen_on,
-        SubjectName.last_seen_on,
-    ).where(bulk.in_values(SubjectName.subject_id, "ids", dialect))
+    stmt = _names_statement(session.get_bind().dialect)
     for chunk in _chunks(sorted(older, key=_as_int)):
         spans_known = session.execute(stmt, {"ids": list(chunk)})
         known.update({(row[0], row[1]): (row[2], row[3]) for row in spans_known})

@@ -1,0 +1,73 @@
+"""Set-based writes: values bound before a transaction are stored exactly as bound at write time."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session
+
+from credit_hub import bulk
+from credit_hub.db import new_id, table
+from credit_hub.subjects.models import Subject, SubjectKind
+
+_BOUND = ("id", "kind", "uscc", "name", "name_seen_on", "created_at", "updated_at")
+
+
+def _row(name: str) -> dict[str, Any]:
+    return {
+        "id": new_id(),
+        "kind": SubjectKind.ORGANIZATION,
+        "uscc": None,
+        "name": name,
+        "name_seen_on": date(2026, 4, 2),
+        "created_at": datetime(2026, 11, 25, 14, 30, 1, 123456, tzinfo=UTC),
+        "updated_at": datetime(2026, 11, 25, 14, 30, 1, 123456, tzinfo=UTC),
+    }
+
+
+def test_rows_bound_early_store_what_a_plain_insert_stores(session: Session) -> None:
+    subjects = table(Subject)
+    dialect = session.get_bind().dialect
+    plain, early = _row("平常绑定商行"), _row("提前绑定商行")
+    early_id = early["id"]
+    bound = bulk.bind_rows(dialect, subjects, [early], _BOUND)
+    if dialect.name == "sqlite":  # ready for the driver: text, as SQLAlchemy would send it
+        assert bound[0]["id"] == early_id.hex
+        assert bound[0]["name_seen_on"] == "2026-04-02"
+    else:  # PostgreSQL's paths send Python values
+        assert bound[0]["id"] == early_id
+
+    assert bulk.insert_rows(session, subjects, [plain]) == 1
+    assert bulk.insert_rows(session, subjects, bound, bound=_BOUND) == 1
+
+    read = {
+        row.name: row
+        for row in session.execute(
+            select(subjects).where(subjects.c.id.in_([plain["id"], early_id]))
+        )
+    }
+    assert read["提前绑定商行"].id == early_id
+    for column in ("kind", "name_seen_on", "created_at", "updated_at"):
+        assert getattr(read["提前绑定商行"], column) == getattr(read["平常绑定商行"], column)
+    raw = session.execute(
+        text("SELECT name, CAST(created_at AS TEXT) AS at FROM subject WHERE name LIKE '%绑定商行'")
+    ).all()
+    assert len({at for _, at in raw}) == 1  # byte for byte the same stored value
+
+
+def test_updates_take_bound_values_too(session: Session) -> None:
+    subjects = table(Subject)
+    dialect = session.get_bind().dialect
+    row = _row("更新前商行")
+    bulk.insert_rows(session, subjects, [row])
+    columns = ("name", "name_seen_on")
+    change = bulk.bind_rows(
+        dialect, subjects, [{"name": "更新后商行", "name_seen_on": date(2027, 1, 31)}], columns
+    )[0] | {"id": row["id"]}  # the key is bound at write time
+    assert bulk.update_rows(session, subjects, [change], key=["id"], bound=columns) == 1
+    found = session.execute(
+        select(subjects.c.name, subjects.c.name_seen_on).where(subjects.c.id == row["id"])
+    ).one()
+    assert (found.name, found.name_seen_on) == ("更新后商行", date(2027, 1, 31))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import time
 import uuid
 from collections.abc import Iterator
@@ -12,7 +13,17 @@ from typing import Annotated, Any, ClassVar, cast
 
 import orjson
 from fastapi import Depends, Request
-from sqlalchemy import JSON, DateTime, Engine, MetaData, Table, create_engine, event, make_url
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Engine,
+    MetaData,
+    Table,
+    create_engine,
+    event,
+    exc,
+    make_url,
+)
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -152,12 +163,33 @@ def make_engine(settings: Settings, **overrides: Any) -> Engine:
     options: dict[str, Any] = {
         "pool_size": settings.pool_size,
         "max_overflow": settings.pool_size,
-        "pool_pre_ping": True,
+        # No pre-ping (a round trip per checkout, a sixth of a profile read's): a connection
+        # the server closed is found by its socket instead (`_closed_by_server`).
+        "pool_pre_ping": False,
         # psycopg's own executemany (one prepared statement, pipelined) beats SQLAlchemy's
         # multi-VALUES batches here: psycopg re-parses every long multi-row statement.
         "use_insertmanyvalues": False,
     }
-    return create_engine(url, **(options | overrides))
+    engine = create_engine(url, **(options | overrides))
+    event.listen(engine, "checkout", _closed_by_server)
+    return engine
+
+
+def _closed_by_server(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+    """Replace a pooled PostgreSQL connection whose server side is gone, without a round trip.
+
+    An idle connection's socket has nothing to read unless the server wrote to it: when a
+    backend ends (a restart, `pg_terminate_backend`, an idle timeout) it sends its last error
+    and closes the socket, which then polls readable. The pool then reconnects this one (and
+    finds each other one the same way on its checkout). Anything else unsolicited (we use no
+    LISTEN) costs a reconnect, never an error.
+    """
+    if dbapi_connection.closed:
+        raise exc.DisconnectionError("the connection is closed")
+    poller = select.poll()
+    poller.register(dbapi_connection.fileno(), select.POLLIN)
+    if poller.poll(0):
+        raise exc.DisconnectionError("the server closed the connection, or wrote unasked")
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

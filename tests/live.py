@@ -56,6 +56,10 @@ def dedicated_settings(folder: Path, name: str, **overrides: Any) -> Iterator[Se
     """Settings on a fresh, migrated database of the suite's kind; dropped afterwards."""
     secrets: dict[str, str] = {}
     if SERVER_DATABASE_URL:
+        # Named after the suite's database too: two suites on one server (credit_hub_test_a,
+        # credit_hub_test_b) never drop each other's dedicated databases.
+        suite = make_url(SERVER_DATABASE_URL).database or ""
+        name = f"{name}_{suite.removeprefix('credit_hub_test').strip('_')}".rstrip("_")[:63]
         recreate_database(name)
         url = _admin_url().set(database=name).render_as_string(hide_password=False)
         pairs = dict(line.split("=", 1) for line in generate_env().splitlines())

@@ -56,7 +56,8 @@ class Prepared:
         self.statement = statement
         self._by_dialect: dict[int, _Compiled] = {}
 
-    def _compiled(self, dialect: Dialect) -> _Compiled:
+    def compiled(self, dialect: Dialect) -> _Compiled:
+        """The statement for this dialect: `sql`, `parameters(given)`, the `row` type."""
         found = self._by_dialect.get(id(dialect))
         if found is None:
             found = self._by_dialect[id(dialect)] = _Compiled(self.statement, dialect)
@@ -65,7 +66,7 @@ class Prepared:
     def rows(self, session: Session, **params: Any) -> list[Any]:
         """The result rows (named tuples), or [] for a statement without any."""
         connection = session.connection()
-        compiled = self._compiled(connection.dialect)
+        compiled = self.compiled(connection.dialect)
         if connection.dispatch.before_cursor_execute:  # someone watches: the usual path
             result = connection.execute(self.statement, params)
             return list(result) if result.returns_rows else []

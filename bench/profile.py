@@ -707,10 +707,14 @@ def explain(store: Store) -> None:
                 today=today,
             )
             busy = load.uscc(0)  # subject 0 is among the busiest 1%
-            with capturing(engine) as seen:
-                subject = subjects.find(session, busy)
-                result = profiles.profile(
-                    session, subject, read, client=agency, keyring=keyring, standards=standards
+            with capturing(engine) as seen:  # as the server reads it (one statement on PostgreSQL)
+                subject, result = profiles.profile_of_key(
+                    session,
+                    subjects.parse_key(busy),
+                    read,
+                    client=agency,
+                    keyring=keyring,
+                    standards=standards,
                 )
                 audit.record_many(
                     session, [profiles.read_event(agency, subject.id, read, records=1)]
@@ -754,7 +758,7 @@ def _print_plans(session: Any, captured: list[Captured], database: str) -> None:
     for item in captured:
         sql = item.statement
         head = " ".join(sql.split())
-        if not head.upper().startswith("SELECT") or "pg_advisory" in head:
+        if not head.upper().startswith(("SELECT", "WITH")) or "pg_advisory" in head:
             continue
         if (item.label, head) in done:
             continue

@@ -111,7 +111,14 @@ ClientDep = Annotated[Principal, Depends(current_client)]
 
 
 def _require(kind: ClientKind) -> object:
-    async def dependency(client: ClientDep) -> Principal:
+    # current_client called, not depended on: one dependency less to solve per request
+    # (FastAPI's solving costs ~20 µs a dependency, on every profile read).
+    async def dependency(
+        request: Request,
+        db: DbDep,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> Principal:
+        client = await current_client(request, db, credentials)
         if client.kind != kind:
             raise Forbidden(f"This operation is for {kind} clients; this key is a {client.kind}'s.")
         return client

@@ -9,19 +9,22 @@ would be a good part of it.
 from __future__ import annotations
 
 import uuid
+from collections import namedtuple
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import Row, Select, and_, bindparam, case, or_, select
+from sqlalchemy import Row, Select, and_, bindparam, case, func, literal, or_, select, true
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.orm import Session
+from sqlalchemy.types import JSON
 
 from credit_hub.access.models import Client
 from credit_hub.db import table
 from credit_hub.fastsql import Prepared
 from credit_hub.records.models import Record, RecordStatus, RecordVersion
-from credit_hub.subjects.models import SubjectName
+from credit_hub.subjects.models import Subject, SubjectName
 
 CHUNK = 500
 
@@ -29,6 +32,7 @@ _RECORDS = table(Record)
 _VERSIONS = table(RecordVersion)
 _CLIENTS = table(Client)
 _NAMES = table(SubjectName)
+_SUBJECTS = table(Subject)
 
 
 def _chunks(values: Sequence[Any]) -> Iterable[Sequence[Any]]:
@@ -36,15 +40,10 @@ def _chunks(values: Sequence[Any]) -> Iterable[Sequence[Any]]:
         yield values[start : start + CHUNK]
 
 
-@lru_cache(maxsize=32)
-def _visible_statement(
-    as_of: bool,
-    include_unpublished: bool,
-    include_withdrawn: bool,
-    *,
-    facts: bool = False,
-    single: bool = False,
-) -> Select[Any]:
+def _visible_parts(
+    as_of: bool, include_unpublished: bool, include_withdrawn: bool, *, facts: bool
+) -> tuple[list[Any], Any, list[Any]]:
+    """The columns, joined tables and conditions of the records a reader may see."""
     r, v = _RECORDS.c, _VERSIONS.c
     status: Any
     if not as_of:
@@ -109,6 +108,22 @@ def _visible_statement(
     joined = _RECORDS.join(_VERSIONS, version_join)
     if not facts:  # summaries need neither the department's name nor an order
         joined = joined.join(_CLIENTS, _CLIENTS.c.id == r.department_id)
+    return columns, joined, conditions
+
+
+@lru_cache(maxsize=32)
+def _visible_statement(
+    as_of: bool,
+    include_unpublished: bool,
+    include_withdrawn: bool,
+    *,
+    facts: bool = False,
+    single: bool = False,
+) -> Select[Any]:
+    r = _RECORDS.c
+    columns, joined, conditions = _visible_parts(
+        as_of, include_unpublished, include_withdrawn, facts=facts
+    )
     stmt = (
         select(*columns)
         .select_from(joined)
@@ -188,6 +203,114 @@ _FORMER_NAMES = Prepared(
 def former_names(session: Session, subject_id: uuid.UUID, current: str) -> list[Any]:
     """A subject's other names, the most recently seen first."""
     return _FORMER_NAMES.rows(session, subject_id=subject_id, name=current)
+
+
+class OneRead(NamedTuple):
+    """A profile's raw material: the subject, its former names (as the profile shows them)
+    and the record rows `visible_records` would answer, not yet filtered by standard."""
+
+    subject: Any
+    former_names: list[dict[str, Any]]
+    records: list[Any]
+
+
+_SubjectRow = namedtuple("_SubjectRow", [c.key for c in _SUBJECTS.c])  # type: ignore[misc]
+_SUBJECT_PREFIX = "subject__"
+
+
+@lru_cache(maxsize=32)
+def _profile_statement(kind: str, include_unpublished: bool, include_withdrawn: bool) -> Prepared:
+    """PostgreSQL: what a profile (without `as_of`) reads, in one statement and so in one
+    snapshot without a transaction: the subject by key (a merged subject followed, as
+    `subjects.find_parsed` does), its former names as JSON, and one row per visible record
+    (one row of NULL record columns when it has none)."""
+    s = _SUBJECTS
+    by_key = (
+        select(s.c.id, s.c.merged_into_id)
+        .where(s.c[kind] == bindparam("value"))
+        .order_by(s.c.uscc.is_(None))
+        .limit(1)
+        .cte("by_key")
+    )
+    n = _NAMES.c
+    former = (
+        select(
+            func.coalesce(
+                func.json_agg(
+                    aggregate_order_by(
+                        func.json_build_object(
+                            literal("name"),
+                            n.name,
+                            literal("first_seen_on"),
+                            n.first_seen_on,
+                            literal("last_seen_on"),
+                            n.last_seen_on,
+                        ),
+                        n.last_seen_on.desc(),
+                    ),
+                    type_=JSON,
+                ),
+                literal("[]").cast(JSON),
+                type_=JSON,
+            )
+        )
+        .where(n.subject_id == s.c.id, n.name != s.c.name)
+        .scalar_subquery()
+    )
+    # MATERIALIZED: the names are aggregated once, not once per record row.
+    subject = (
+        select(*s.c, former.label("former_names"))
+        .join_from(s, by_key, s.c.id == func.coalesce(by_key.c.merged_into_id, by_key.c.id))
+        .cte("found")
+        .prefix_with("MATERIALIZED")
+    )
+    columns, joined, conditions = _visible_parts(
+        False, include_unpublished, include_withdrawn, facts=False
+    )
+    r = _RECORDS.c
+    records = (
+        select(*columns)
+        .select_from(joined)
+        .where(r.subject_id == subject.c.id, *conditions)
+        .lateral("visible")
+    )
+    return Prepared(
+        select(
+            *(subject.c[c.key].label(_SUBJECT_PREFIX + c.key) for c in s.c),
+            subject.c.former_names,
+            *records.c,
+        )
+        .select_from(subject)
+        .outerjoin(records, true())
+        .order_by(records.c.standard, records.c.decision_date.desc(), records.c.source_id)
+    )
+
+
+def profile_read(
+    session: Session,
+    parsed: tuple[str, Any],
+    *,
+    on: date,
+    include_unpublished: bool = False,
+    include_withdrawn: bool = False,
+) -> OneRead | None:
+    """PostgreSQL, without `as_of`: a profile's subject (None if no subject has this key),
+    former names and records in one round trip."""
+    kind, value = parsed
+    params: dict[str, Any] = {"value": value}
+    if not include_unpublished:
+        params["on"] = on
+    statement = _profile_statement(kind, include_unpublished, include_withdrawn)
+    rows = statement.rows(session, **params)
+    if not rows:
+        return None
+    first = rows[0]
+    width = len(_SubjectRow._fields)
+    return OneRead(
+        _SubjectRow(*first[:width]),
+        first.former_names,
+        [row for row in rows if row.id is not None],
+    )
 
 
 def visible_facts(

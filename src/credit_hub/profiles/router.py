@@ -57,21 +57,19 @@ class _Built(NamedTuple):
 def _answer(
     request: Request,
     db: Database,
-    find: Callable[[Session], subjects.SubjectRow],
+    make: Callable[[Session], tuple[subjects.SubjectRow, service.Json]],
     read: service.ReadRequest,
     client: Principal,
     if_none_match: str | None,
     action: str,
+    *,
+    one_statement: bool = False,
 ) -> Response:
-    """Find the subject, build its profile, append the audit event (run in a worker thread:
-    one hop per read)."""
-    state = request.app.state
+    """Build the profile (`make`), append the audit event (run in a worker thread: one hop
+    per read)."""
 
     def build(session: Session) -> _Built:
-        subject = find(session)
-        result = service.profile(
-            session, subject, read, client=client, keyring=state.keyring, standards=state.standards
-        )
+        subject, result = make(session)
         body = service.render(result)
         tag = service.etag(body)
         records = sum(map(len, result["records"].values()))
@@ -85,7 +83,8 @@ def _answer(
             )
         ]
 
-    built = audit.audited_read(db, build, events, state.audit_appender)
+    appender = request.app.state.audit_appender
+    built = audit.audited_read(db, build, events, appender, one_statement=one_statement)
     headers = {"ETag": built.tag, "Cache-Control": "private, no-cache"}
     if built.not_modified:
         return Response(status_code=304, headers=headers)
@@ -105,7 +104,6 @@ async def read_profile(
     request: Request,
     db: DbDep,
     client: AgencyDep,
-    clock: ClockDep,
     purpose: PurposeQuery = None,
     case_ref: CaseQuery = None,
     as_of: Annotated[date | None, Query(description="The profile as it was on that day")] = None,
@@ -124,26 +122,34 @@ async def read_profile(
     standards the agency is registered for are shown; personal identifiers are masked unless
     the agency holds `personal_data`.
     """
+    state = request.app.state  # its clock read here: one dependency less per read
     read = service.read_request(
         client,
-        request.app.state.settings.purposes,
+        state.settings.purposes,
         purpose=purpose,
         case_ref=case_ref,
         as_of=as_of,
         standards=standards,
         include=include,
-        today=clock.today(),
+        today=state.clock.today(),
     )
     parsed = subjects.parse_key(key)
+
+    def make(session: Session) -> tuple[subjects.SubjectRow, service.Json]:
+        return service.profile_of_key(
+            session, parsed, read, client=client, keyring=state.keyring, standards=state.standards
+        )
+
     return await run_in_threadpool(
         _answer,
         request,
         db,
-        lambda session: subjects.find_parsed(session, parsed),
+        make,
         read,
         client,
         if_none_match,
         "profile.read",
+        one_statement=service.one_statement(read),
     )
 
 
@@ -177,12 +183,20 @@ async def lookup_person(
         include=None,
         today=clock.today(),
     )
-    keyring = request.app.state.keyring
+    state = request.app.state
+
+    def make(session: Session) -> tuple[subjects.SubjectRow, service.Json]:
+        subject = subjects.find_person(session, state.keyring, body.id_type, body.id_number)
+        found = service.profile(
+            session, subject, read, client=client, keyring=state.keyring, standards=state.standards
+        )
+        return subject, found
+
     return await run_in_threadpool(
         _answer,
         request,
         db,
-        lambda session: subjects.find_person(session, keyring, body.id_type, body.id_number),
+        make,
         read,
         client,
         if_none_match,

@@ -13,13 +13,12 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, NamedTuple
 
 import orjson
-from sqlalchemy import Row
 from sqlalchemy.orm import Session
 
 from credit_hub.access.models import Scope
 from credit_hub.access.service import Principal
 from credit_hub.audit import service as audit
-from credit_hub.errors import Forbidden, RequestInvalid, invalid_parameter
+from credit_hub.errors import Forbidden, NotFound, RequestInvalid, invalid_parameter
 from credit_hub.keyring import Keyring
 from credit_hub.profiles import queries
 from credit_hub.records.models import RecordStatus
@@ -117,7 +116,9 @@ def _person_id(subject: SubjectRow, client: Principal, keyring: Keyring) -> str 
     return masked
 
 
-def identity(session: Session, subject: SubjectRow, client: Principal, keyring: Keyring) -> Json:
+def identity(
+    subject: SubjectRow, former_names: list[Json], client: Principal, keyring: Keyring
+) -> Json:
     """The subject part of a profile (the shape of `SubjectIdentity`)."""
     region = None
     if subject.division:
@@ -133,10 +134,7 @@ def identity(session: Session, subject: SubjectRow, client: Principal, keyring: 
         "org_code": subject.org_code,
         "reg_no": subject.reg_no,
         "person_id": _person_id(subject, client, keyring),
-        "former_names": [
-            {"name": row.name, "first_seen_on": row.first_seen_on, "last_seen_on": row.last_seen_on}
-            for row in queries.former_names(session, subject.id, subject.name)
-        ],
+        "former_names": former_names,
         "region": region,
         "registration_category": ids.uscc_registration_category(subject.uscc)
         if subject.uscc
@@ -144,7 +142,7 @@ def identity(session: Session, subject: SubjectRow, client: Principal, keyring: 
     }
 
 
-def _record(row: Row[Any], personal_data: bool, keyring: Keyring) -> Json:
+def _record(row: Any, personal_data: bool, keyring: Keyring) -> Json:
     """One record of a profile (the shape of `ProfileRecord`)."""
     data: dict[str, Any] = row.data
     if personal_data and row.personal_enc is not None:
@@ -251,13 +249,68 @@ def profile(
         include_unpublished=request.include_unpublished,
         include_withdrawn=request.include_withdrawn,
     )
+    former_names = [
+        {"name": row.name, "first_seen_on": row.first_seen_on, "last_seen_on": row.last_seen_on}
+        for row in queries.former_names(session, subject.id, subject.name)
+    ]
+    return _assemble(subject, former_names, rows, request, client, keyring, standards)
+
+
+def one_statement(request: ReadRequest) -> bool:
+    """Whether `profile_of_key` reads in one statement on PostgreSQL: without `as_of` (which
+    first checks the date against the subject's first record)."""
+    return request.as_of_end is None
+
+
+def profile_of_key(
+    session: Session,
+    parsed: tuple[str, str | uuid.UUID],
+    request: ReadRequest,
+    *,
+    client: Principal,
+    keyring: Keyring,
+    standards: Standards,
+) -> tuple[SubjectRow, Json]:
+    """The subject with this parsed key (404 if none) and its profile. Where `one_statement`
+    holds, one round trip reads the subject, its former names and its records."""
+    if not one_statement(request) or session.get_bind().dialect.name != "postgresql":
+        subject = subjects.find_parsed(session, parsed)
+        found = profile(
+            session, subject, request, client=client, keyring=keyring, standards=standards
+        )
+        return subject, found
+    read = queries.profile_read(
+        session,
+        parsed,
+        on=request.on,
+        include_unpublished=request.include_unpublished,
+        include_withdrawn=request.include_withdrawn,
+    )
+    if read is None:
+        # The answer of `subjects.find_parsed`.
+        raise NotFound("No subject with this key is visible to this client.")
+    wanted = request.standards
+    rows = [row for row in read.records if row.standard in wanted]
+    built = _assemble(read.subject, read.former_names, rows, request, client, keyring, standards)
+    return read.subject, built
+
+
+def _assemble(
+    subject: SubjectRow,
+    former_names: list[Json],
+    rows: Iterable[Any],
+    request: ReadRequest,
+    client: Principal,
+    keyring: Keyring,
+    standards: Standards,
+) -> Json:
     personal_data = client.has_scope(Scope.PERSONAL_DATA)
     records = [_record(row, personal_data, keyring) for row in rows]
     grouped: dict[str, list[Json]] = defaultdict(list)
     for record in records:
         grouped[record["standard"]].append(record)
     return {
-        "subject": identity(session, subject, client, keyring),
+        "subject": identity(subject, former_names, client, keyring),
         "as_of": request.on,
         "records": dict(sorted(grouped.items())),
         "summary": summarize(map(_fact, records), penalty_standards(standards)),

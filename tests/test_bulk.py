@@ -71,3 +71,30 @@ def test_updates_take_bound_values_too(session: Session) -> None:
         select(subjects.c.name, subjects.c.name_seen_on).where(subjects.c.id == row["id"])
     ).one()
     assert (found.name, found.name_seen_on) == ("更新后商行", date(2027, 1, 31))
+
+
+def test_uuid_columns_store_what_sqlalchemy_stores(session: Session) -> None:
+    """Ids and nullable references, bound in bulk, read back as the same UUIDs and as NULL;
+    on SQLite as the 32 hex digits SQLAlchemy's own Uuid type writes."""
+    subjects = table(Subject)
+    parent, child, orphan = _row("母公司商行"), _row("并入商行"), _row("独立商行")
+    child["merged_into_id"] = parent["id"]
+    parent["merged_into_id"] = orphan["merged_into_id"] = None
+    assert bulk.insert_rows(session, subjects, [parent]) == 1
+    assert bulk.insert_rows(session, subjects, [child, orphan]) == 2
+
+    ids = [parent["id"], child["id"], orphan["id"]]
+    read: dict[Any, Any] = dict(
+        session.execute(
+            select(subjects.c.id, subjects.c.merged_into_id).where(subjects.c.id.in_(ids))
+        ).all()
+    )
+    assert read == {parent["id"]: None, child["id"]: parent["id"], orphan["id"]: None}
+    if session.get_bind().dialect.name == "sqlite":
+        raw: dict[Any, Any] = dict(
+            session.execute(
+                text("SELECT id, merged_into_id FROM subject WHERE id IN (:a, :b, :c)"),
+                {"a": ids[0].hex, "b": ids[1].hex, "c": ids[2].hex},
+            ).all()
+        )
+        assert raw == {ids[0].hex: None, ids[1].hex: ids[0].hex, ids[2].hex: None}

@@ -1,9 +1,13 @@
-"""PostgreSQL connections: a pooled connection whose server side ended is replaced on
-checkout, without a ping round trip and without an error for the caller."""
+"""Ids: time-ordered, unique across threads and forked workers. PostgreSQL connections: a
+pooled connection whose server side ended is replaced on checkout, without a ping round trip
+and without an error for the caller."""
 
 from __future__ import annotations
 
+import os
+import threading
 import time
+import uuid
 from collections.abc import Iterator
 
 import psycopg
@@ -11,7 +15,65 @@ import pytest
 from sqlalchemy import Engine, text
 
 from credit_hub.config import Settings
-from credit_hub.db import make_engine
+from credit_hub.db import make_engine, new_id
+
+RANDOM_BITS = (1 << 62) - 1 | ((1 << 12) - 1) << 64  # rand_a (12 bits) and rand_b (62 bits)
+
+
+def _random_part(value: uuid.UUID) -> int:
+    return value.int & RANDOM_BITS
+
+
+def test_new_ids_are_uuid7_time_ordered_and_unique() -> None:
+    before = time.time_ns() // 1_000_000
+    made = [new_id() for _ in range(5_000)]  # several draws of the random pool
+    after = time.time_ns() // 1_000_000
+
+    assert len(set(made)) == len(made)
+    assert len({_random_part(value) for value in made}) == len(made)
+    assert {value.version for value in made} == {7}
+    assert {value.variant for value in made} == {uuid.RFC_4122}
+    stamps = [value.int >> 80 for value in made]
+    assert stamps == sorted(stamps)
+    assert before <= stamps[0]
+    assert stamps[-1] <= after
+
+
+def test_threads_never_share_random_bits() -> None:
+    made: list[list[uuid.UUID]] = [[] for _ in range(4)]
+
+    def draw(into: list[uuid.UUID]) -> None:
+        into.extend(new_id() for _ in range(3_000))
+
+    threads = [threading.Thread(target=draw, args=(into,)) for into in made]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    parts = [_random_part(value) for into in made for value in into]
+    assert len(parts) == 12_000
+    assert len(set(parts)) == len(parts)
+
+
+def test_a_forked_child_does_not_repeat_its_parents_ids() -> None:
+    new_id()  # the parent's pool now holds the random bits of its next ids
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its next ids' random bits, then leave at once
+        try:
+            os.write(write_end, b"".join(_random_part(new_id()).to_bytes(10) for _ in range(8)))
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        sent = pipe.read()
+    os.waitpid(pid, 0)
+    child = {int.from_bytes(sent[at : at + 10]) for at in range(0, len(sent), 10)}
+    parent = {_random_part(new_id()) for _ in range(8)}
+
+    assert len(child) == 8
+    assert not child & parent
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 from psycopg.types.json import Jsonb
-from sqlalchemy import ARRAY, JSON, ColumnElement, Table, any_, bindparam
+from sqlalchemy import ARRAY, JSON, ColumnElement, Table, Uuid, any_, bindparam
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
@@ -151,21 +151,32 @@ def _with_defaults(
 @lru_cache(maxsize=256)
 def _processor(
     table: Table, name: str, dialect: Dialect
-) -> tuple[Callable[[Any], Any] | None, bool]:
-    """(bind processor, whether to memoize it): dates and times repeat across a batch."""
+) -> tuple[Callable[[Any], Any] | None, bool, bool]:
+    """(bind processor, whether to memoize it, whether it writes UUIDs as 32 hex digits):
+    dates and times repeat across a batch."""
     sql_type = table.c[name].type
-    processor = sql_type.dialect_impl(dialect).bind_processor(dialect)
+    impl = sql_type.dialect_impl(dialect)
+    processor = impl.bind_processor(dialect)
     try:  # a TypeDecorator's python_type is `object`: ask what it decorates
         repeats = issubclass(getattr(sql_type, "impl_instance", sql_type).python_type, date)
     except NotImplementedError:
         repeats = False
-    return processor, repeats
+    hex_uuid = (
+        processor is not None
+        and type(impl) is Uuid
+        and impl.as_uuid
+        and not (dialect.supports_native_uuid and impl.native_uuid)
+    )
+    return processor, repeats, hex_uuid
 
 
 def _bound_values(table: Table, dialect: Dialect, name: str, values: list[Any]) -> list[Any]:
-    processor, repeats = _processor(table, name, dialect)
+    processor, repeats, hex_uuid = _processor(table, name, dialect)
     if processor is None:
         return values
+    if hex_uuid:  # what Uuid's processor writes (`value.hex`), without a call per value
+        # %-formatting: a third faster here than an f-string or format() with "032x".
+        return [None if value is None else "%032x" % value.int for value in values]  # noqa: UP031
     if repeats:
         memo = {value: processor(value) for value in set(values)}
         return [memo[value] for value in values]

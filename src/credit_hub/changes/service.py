@@ -64,6 +64,7 @@ class Change:
     at: datetime
     detail: dict[str, Any] = field(default_factory=dict)  # never personal data
     subject_key: str | None = None  # the subject's USCC when the caller knows it already
+    event_id: uuid.UUID | None = None  # drawn ahead by a caller that can, outside its lock
 
     @classmethod
     def about(cls, record: Any, kind: ChangeKind, at: datetime, **detail: Any) -> Change:
@@ -112,7 +113,7 @@ def emit(session: Session, changes: list[Change]) -> None:
     rows = [
         {
             "position": start + n,
-            "event_id": new_id(),
+            "event_id": new_id() if c.event_id is None else c.event_id,
             "kind": str(c.kind),
             "record_id": c.record_id,
             "version": c.version,

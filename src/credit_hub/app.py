@@ -216,14 +216,15 @@ def create_app(
         body_limits={"/v1/submissions": settings.max_upload_bytes},
         body_idle_seconds=settings.body_idle_timeout_seconds,
     )
+    # The profile read first: routes are matched in order, and it is the busiest.
     for router in (
+        profiles_router,
         ops_router,
         standards_router,
         ingest_router,
         submissions_router,
         records_router,
         subjects_router,
-        profiles_router,
         admin_router,
         audit_router,
         due_process_router,

@@ -5,7 +5,8 @@ key, compiled-cache lookup, execution context, result wrapping) costs ~50 µs fo
 much as SQLite takes to answer. A `Prepared` statement is compiled once per dialect; at run
 time its parameters and result columns go through the column types' own bind and result
 processors, so what is stored and read is exactly what SQLAlchemy would write and read. It
-runs inside the session's current transaction. When something listens to the engine's
+runs inside the session's current transaction, or on a plain Connection (no Session, and no
+BEGIN of SQLAlchemy's: a single statement in autocommit). When something listens to the engine's
 cursor events (the benchmark's EXPLAIN capture), it runs through SQLAlchemy instead.
 
 Only scalar bound parameters: expanding `IN` lists stay with SQLAlchemy.
@@ -16,7 +17,7 @@ from __future__ import annotations
 from collections import namedtuple
 from typing import Any
 
-from sqlalchemy import Executable
+from sqlalchemy import Connection, Executable
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
@@ -63,9 +64,9 @@ class Prepared:
             found = self._by_dialect[id(dialect)] = _Compiled(self.statement, dialect)
         return found
 
-    def rows(self, session: Session, **params: Any) -> list[Any]:
+    def rows(self, source: Session | Connection, /, **params: Any) -> list[Any]:
         """The result rows (named tuples), or [] for a statement without any."""
-        connection = session.connection()
+        connection = source.connection() if isinstance(source, Session) else source
         compiled = self.compiled(connection.dialect)
         if connection.dispatch.before_cursor_execute:  # someone watches: the usual path
             result = connection.execute(self.statement, params)
@@ -86,6 +87,6 @@ class Prepared:
             for r in raw
         ]
 
-    def first(self, session: Session, **params: Any) -> Any:
-        found = self.rows(session, **params)
+    def first(self, source: Session | Connection, /, **params: Any) -> Any:
+        found = self.rows(source, **params)
         return found[0] if found else None

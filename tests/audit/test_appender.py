@@ -182,3 +182,29 @@ def test_postgresql_appends_in_two_round_trips_store_what_sqlalchemy_stores(
     with sessions() as session:
         assert _events(sessions, "literal.checked") == 44
         assert audit.verify(session).ok
+
+
+def test_appender_with_the_engine_appends_on_a_plain_connection(
+    hub_settings: Settings, sessions: sessionmaker[Session]
+) -> None:
+    # With its engine, an Appender appends without a Session (SQLite: in BEGIN IMMEDIATE on
+    # its turn in the writers' queue; PostgreSQL: in two round trips).
+    engine = sessions.kw["bind"]
+    appender = audit.Appender(Database(sessions), engine)
+    payload = {"note": "引号 ' \" \\", "nested": {"n": [1, 2.5, None]}}
+    appender.append([audit.read_event(actor=None, action="plain.appended", payload=payload)])
+    appender.append([audit.read_event(actor=None, action="plain.appended") for _ in range(3)])
+    broken = audit.read_event(actor=None, action=None)  # action is NOT NULL
+    with pytest.raises(Exception, match=r"(?i)not.null"):
+        appender.append([broken])
+    # The failed transaction let go of its connection and its turn to write.
+    started = time.monotonic()
+    appender.append([audit.read_event(actor=None, action="plain.appended")])
+    assert time.monotonic() - started < 5
+    assert _events(sessions, "plain.appended") == 5
+    with sessions() as session:
+        stored = session.scalars(
+            select(AuditEvent).where(AuditEvent.action == "plain.appended").order_by(AuditEvent.id)
+        ).all()
+        assert stored[0].payload == payload
+        assert audit.verify(session).ok  # times and ids stored exactly: every hash matches

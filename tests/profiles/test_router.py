@@ -503,3 +503,125 @@ def test_search_finds_former_names(
     ]
     body = profile(app_client, agency, uscc).json()
     assert [n["name"] for n in body["subject"]["former_names"]] == ["旧称星辰商贸有限公司"]
+
+
+@pytest.mark.parametrize(
+    ("params", "parameter", "code"),
+    [
+        ({"as_of": "yesterday"}, "as_of", "date_from_datetime_parsing"),
+        ({"case_ref": "x" * 201}, "case_ref", "string_too_long"),
+    ],
+)
+def test_profile_query_is_checked_like_declared_parameters(
+    app_client: TestClient,
+    agency: Caller,
+    params: dict[str, Any],
+    parameter: str,
+    code: str,
+) -> None:
+    # The handler reads its query itself (no FastAPI parameter solving): the same 422.
+    response = profile(app_client, agency, factories.make_uscc(900), **params)
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert problem["type"] == PROBLEM_BASE + "request-invalid"
+    assert problem["errors"] == [
+        {"code": code, "message": problem["errors"][0]["message"], "in": "query"}
+        | {"parameter": parameter}
+    ]
+
+
+def test_profile_query_lists_repeat_and_split(
+    app_client: TestClient, department: Caller, session: Session
+) -> None:
+    uscc = factories.make_uscc(901)
+    pushed(app_client, department, [factories.penalty(1, counterpart_uscc=uscc)])
+    pushed(
+        app_client,
+        department,
+        [factories.licence(1, counterpart_uscc=uscc, valid_from=recent())],
+        standard="administrative_licensing",
+    )
+    both = register(
+        session,
+        ClientKind.AGENCY,
+        standards=["administrative_penalty", "administrative_licensing"],
+    )
+    url = f"/v1/subjects/{uscc}/profile"
+    repeated = app_client.get(
+        url,
+        params=[
+            *READ.items(),
+            ("standards", "administrative_penalty"),
+            ("standards", "administrative_licensing"),
+        ],
+        headers=both.headers,
+    )
+    assert repeated.status_code == 200, repeated.text
+    assert set(repeated.json()["records"]) == {"administrative_penalty", "administrative_licensing"}
+    one = app_client.get(
+        url, params=READ | {"standards": "administrative_licensing"}, headers=both.headers
+    )
+    assert set(one.json()["records"]) == {"administrative_licensing"}
+    unknown = app_client.get(
+        url,
+        params=[*READ.items(), ("include", "withdrawn"), ("include", "x")],
+        headers=both.headers,
+    )
+    assert unknown.status_code == 422
+    assert unknown.json()["errors"][0]["code"] == "include.unknown"
+
+
+def test_profile_if_none_match_header_is_read(
+    app_client: TestClient, department: Caller, agency: Caller
+) -> None:
+    uscc = factories.make_uscc(902)
+    pushed(app_client, department, [factories.penalty(1, counterpart_uscc=uscc)])
+    first = profile(app_client, agency, uscc)
+    tag = first.headers["etag"]
+    again = app_client.get(
+        f"/v1/subjects/{uscc}/profile",
+        params=READ,
+        headers=agency.headers | {"If-None-Match": f'W/"other", {tag}'},
+    )
+    assert again.status_code == 304
+    assert again.headers["etag"] == tag
+    assert again.headers["x-request-id"]
+
+
+def test_profile_route_documents_what_its_handler_reads(app_client: TestClient) -> None:
+    spec = app_client.get("/openapi.json").json()
+    operation = spec["paths"]["/v1/subjects/{key}/profile"]["get"]
+    assert operation["security"] == [{"HTTPBearer": []}]
+    assert "HTTPBearer" in spec["components"]["securitySchemes"]
+    parameters = {(p["in"], p["name"]): p for p in operation["parameters"]}
+    assert set(parameters) == {
+        ("path", "key"),
+        ("query", "purpose"),
+        ("query", "case_ref"),
+        ("query", "as_of"),
+        ("query", "standards"),
+        ("query", "include"),
+        ("header", "if-none-match"),
+    }
+    assert parameters["path", "key"]["required"] is True
+    assert not any(p["required"] for k, p in parameters.items() if k[0] != "path")
+    assert {"type": "string", "maxLength": 200} in parameters["query", "case_ref"]["schema"][
+        "anyOf"
+    ]
+    assert {"type": "string", "format": "date"} in parameters["query", "as_of"]["schema"]["anyOf"]
+    assert {"type": "array", "items": {"type": "string"}} in parameters["query", "standards"][
+        "schema"
+    ]["anyOf"]
+    assert parameters["query", "purpose"]["description"].startswith("Why the profile is read")
+
+
+def test_profile_needs_a_bearer_key_of_an_agency(app_client: TestClient, agency: Caller) -> None:
+    url = f"/v1/subjects/{factories.make_uscc(903)}/profile"
+    key = agency.headers["Authorization"].removeprefix("Bearer ")
+    basic = app_client.get(url, params=READ, headers={"Authorization": f"Basic {key}"})
+    assert basic.status_code == 401
+    assert basic.headers["www-authenticate"] == "Bearer"
+    assert basic.json()["type"] == PROBLEM_BASE + "unauthorized"
+    # Authentication comes before the query is checked, as with a dependency.
+    assert app_client.get(url, params={"as_of": "never"}).status_code == 401

@@ -110,6 +110,18 @@ async def current_client(
 ClientDep = Annotated[Principal, Depends(current_client)]
 
 
+async def _of_kind(
+    request: Request,
+    db: Database,
+    credentials: HTTPAuthorizationCredentials | None,
+    kind: ClientKind,
+) -> Principal:
+    client = await current_client(request, db, credentials)
+    if client.kind != kind:
+        raise Forbidden(f"This operation is for {kind} clients; this key is a {client.kind}'s.")
+    return client
+
+
 def _require(kind: ClientKind) -> object:
     # current_client called, not depended on: one dependency less to solve per request
     # (FastAPI's solving costs ~20 µs a dependency, on every profile read).
@@ -118,13 +130,19 @@ def _require(kind: ClientKind) -> object:
         db: DbDep,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     ) -> Principal:
-        client = await current_client(request, db, credentials)
-        if client.kind != kind:
-            raise Forbidden(f"This operation is for {kind} clients; this key is a {client.kind}'s.")
-        return client
+        return await _of_kind(request, db, credentials, kind)
 
     return dependency
 
+
+async def agency(request: Request, db: Database) -> Principal:
+    """What `AgencyDep` answers, called by a handler that solves no dependencies for it (the
+    profile read); its route declares `BEARER_SECURITY` in its OpenAPI entry."""
+    return await _of_kind(request, db, await _bearer(request), ClientKind.AGENCY)
+
+
+# The OpenAPI security requirement of a route that authenticates with `agency`.
+BEARER_SECURITY: list[dict[str, list[str]]] = [{_bearer.scheme_name: []}]
 
 DepartmentDep = Annotated[Principal, Depends(_require(ClientKind.DEPARTMENT))]
 AgencyDep = Annotated[Principal, Depends(_require(ClientKind.AGENCY))]

@@ -13,9 +13,25 @@ from collections import namedtuple
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime
 from functools import lru_cache
+from operator import itemgetter
 from typing import Any, NamedTuple
 
-from sqlalchemy import Row, Select, and_, bindparam, case, func, literal, or_, select, true
+from sqlalchemy import (
+    Connection,
+    Row,
+    Select,
+    and_,
+    bindparam,
+    case,
+    func,
+    literal,
+    null,
+    or_,
+    select,
+    true,
+    type_coerce,
+    union_all,
+)
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.orm import Session
 from sqlalchemy.types import JSON
@@ -219,11 +235,15 @@ _SUBJECT_PREFIX = "subject__"
 
 
 @lru_cache(maxsize=32)
-def _profile_statement(kind: str, include_unpublished: bool, include_withdrawn: bool) -> Prepared:
-    """PostgreSQL: what a profile (without `as_of`) reads, in one statement and so in one
-    snapshot without a transaction: the subject by key (a merged subject followed, as
+def _profile_statement(
+    dialect: str, kind: str, include_unpublished: bool, include_withdrawn: bool
+) -> Prepared:
+    """What a profile (without `as_of`) reads, in one statement and so in one snapshot
+    without a transaction: the subject by key (a merged subject followed, as
     `subjects.find_parsed` does), its former names as JSON, and one row per visible record
-    (one row of NULL record columns when it has none)."""
+    (PostgreSQL: one row of NULL record columns when it has none). PostgreSQL joins the
+    records LATERAL and orders the names in the aggregate; SQLite (3.40: neither) answers the
+    subject in a first row of its own and leaves the names' order to `profile_read`."""
     s = _SUBJECTS
     by_key = (
         select(s.c.id, s.c.merged_into_id)
@@ -233,30 +253,27 @@ def _profile_statement(kind: str, include_unpublished: bool, include_withdrawn: 
         .cte("by_key")
     )
     n = _NAMES.c
-    former = (
-        select(
-            func.coalesce(
-                func.json_agg(
-                    aggregate_order_by(
-                        func.json_build_object(
-                            literal("name"),
-                            n.name,
-                            literal("first_seen_on"),
-                            n.first_seen_on,
-                            literal("last_seen_on"),
-                            n.last_seen_on,
-                        ),
-                        n.last_seen_on.desc(),
-                    ),
-                    type_=JSON,
-                ),
-                literal("[]").cast(JSON),
-                type_=JSON,
-            )
-        )
-        .where(n.subject_id == s.c.id, n.name != s.c.name)
-        .scalar_subquery()
+    name_fields = (
+        literal("name"),
+        n.name,
+        literal("first_seen_on"),
+        n.first_seen_on,
+        literal("last_seen_on"),
+        n.last_seen_on,
     )
+    names: Any
+    if dialect == "postgresql":
+        names = func.coalesce(
+            func.json_agg(
+                aggregate_order_by(func.json_build_object(*name_fields), n.last_seen_on.desc()),
+                type_=JSON,
+            ),
+            literal("[]").cast(JSON),
+            type_=JSON,
+        )
+    else:
+        names = func.json_group_array(func.json_object(*name_fields), type_=JSON)
+    former = select(names).where(n.subject_id == s.c.id, n.name != s.c.name).scalar_subquery()
     # MATERIALIZED: the names are aggregated once, not once per record row.
     subject = (
         select(*s.c, former.label("former_names"))
@@ -268,47 +285,67 @@ def _profile_statement(kind: str, include_unpublished: bool, include_withdrawn: 
         False, include_unpublished, include_withdrawn, facts=False
     )
     r = _RECORDS.c
-    records = (
-        select(*columns)
-        .select_from(joined)
-        .where(r.subject_id == subject.c.id, *conditions)
-        .lateral("visible")
-    )
-    return Prepared(
-        select(
-            *(subject.c[c.key].label(_SUBJECT_PREFIX + c.key) for c in s.c),
-            subject.c.former_names,
-            *records.c,
+    identity = [subject.c[c.key].label(_SUBJECT_PREFIX + c.key) for c in s.c]
+    if dialect == "postgresql":
+        records = (
+            select(*columns)
+            .select_from(joined)
+            .where(r.subject_id == subject.c.id, *conditions)
+            .lateral("visible")
         )
-        .select_from(subject)
-        .outerjoin(records, true())
-        .order_by(records.c.standard, records.c.decision_date.desc(), records.c.source_id)
+        return Prepared(
+            select(*identity, subject.c.former_names, *records.c)
+            .select_from(subject)
+            .outerjoin(records, true())
+            .order_by(records.c.standard, records.c.decision_date.desc(), records.c.source_id)
+        )
+    # Not an outer join of the joined records (SQLite materializes such a join: a scan of
+    # every record), but the subject and its names in a row of their own (first: NULLs sort
+    # first), then its records without them (parsing the names once, not once per record).
+    head = [*identity, subject.c.former_names]
+
+    def nulls(of: list[Any]) -> list[Any]:  # typed: the first select's types read the rows
+        return [type_coerce(null(), c.type).label(c.name) for c in of]
+
+    of_subject = (
+        select(*nulls(head), *columns)
+        .select_from(subject.join(joined, r.subject_id == subject.c.id))
+        .where(*conditions)
     )
+    alone = select(*head, *nulls(columns)).select_from(subject)
+    both = union_all(alone, of_subject)
+    c = both.selected_columns
+    return Prepared(both.order_by(c.standard, c.decision_date.desc(), c.source_id))
 
 
 def profile_read(
-    session: Session,
+    source: Session | Connection,
     parsed: tuple[str, Any],
     *,
     on: date,
     include_unpublished: bool = False,
     include_withdrawn: bool = False,
 ) -> OneRead | None:
-    """PostgreSQL, without `as_of`: a profile's subject (None if no subject has this key),
-    former names and records in one round trip."""
+    """Without `as_of`: a profile's subject (None if no subject has this key), former names
+    and records in one statement (on a Session's or a plain Connection)."""
     kind, value = parsed
     params: dict[str, Any] = {"value": value}
     if not include_unpublished:
         params["on"] = on
-    statement = _profile_statement(kind, include_unpublished, include_withdrawn)
-    rows = statement.rows(session, **params)
+    bind = source.get_bind() if isinstance(source, Session) else source
+    dialect = bind.dialect.name
+    statement = _profile_statement(dialect, kind, include_unpublished, include_withdrawn)
+    rows = statement.rows(source, **params)
     if not rows:
         return None
     first = rows[0]
     width = len(_SubjectRow._fields)
+    former_names = first.former_names
+    if dialect != "postgresql":  # the most recently seen first, as `former_names` answers
+        former_names.sort(key=itemgetter("last_seen_on"), reverse=True)
     return OneRead(
         _SubjectRow(*first[:width]),
-        first.former_names,
+        former_names,
         [row for row in rows if row.id is not None],
     )
 

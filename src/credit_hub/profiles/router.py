@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from datetime import date
 from typing import Annotated, Any, NamedTuple
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from pydantic import ValidationError
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from credit_hub.access.auth import AgencyDep
+from credit_hub.access.auth import BEARER_SECURITY, AgencyDep, agency
 from credit_hub.access.models import Scope
 from credit_hub.access.service import Principal
 from credit_hub.audit import service as audit
 from credit_hub.clock import ClockDep
-from credit_hub.db import Database, DbDep
+from credit_hub.db import DbDep
 from credit_hub.errors import (
     Forbidden,
     MalformedJson,
@@ -27,21 +29,53 @@ from credit_hub.errors import (
     problem_responses,
 )
 from credit_hub.profiles import service
-from credit_hub.profiles.schemas import LookupRequest, Profile, ScreenReport, ScreenRequest
+from credit_hub.profiles.schemas import (
+    LookupRequest,
+    Profile,
+    ProfileQuery,
+    ScreenReport,
+    ScreenRequest,
+    query_parameters,
+)
 from credit_hub.subjects import service as subjects
 
 router = APIRouter(tags=["profiles"])
 
-PurposeQuery = Annotated[
-    str | None,
-    Query(
-        description="Why the profile is read: one of the configured purposes "
-        "(procurement, licensing_review, credit_service, ...)"
-    ),
-]
-CaseQuery = Annotated[
-    str | None, Query(description="The case, file or tender this read is for", max_length=200)
-]
+# The profile read is the hub's hottest route: its handler reads the query and the
+# If-None-Match header itself, validated by `ProfileQuery` (the same pydantic checks and the
+# same 422 as FastAPI's), and authenticates by calling `agency`. FastAPI's solving of six
+# parameters and three dependencies cost a fifth of a read's CPU. The route's OpenAPI entry
+# lists them as before.
+_PROFILE_OPENAPI: dict[str, Any] = {
+    "parameters": [
+        *query_parameters(ProfileQuery),
+        {
+            "name": "if-none-match",
+            "in": "header",
+            "required": False,
+            "schema": {"anyOf": [{"type": "string"}, {"type": "null"}], "title": "If-None-Match"},
+        },
+    ],
+    "security": BEARER_SECURITY,
+}
+_LISTS = frozenset(("standards", "include"))
+
+
+def profile_query(request: Request) -> ProfileQuery:
+    """The query of a profile read, checked as FastAPI would check `Query()` parameters."""
+    params = request.query_params
+    given: dict[str, Any] = {}
+    for name in ProfileQuery.model_fields:
+        if name in _LISTS:
+            if values := params.getlist(name):
+                given[name] = values
+        elif (value := params.get(name)) is not None:
+            given[name] = value
+    try:
+        return ProfileQuery.model_validate(given)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        raise RequestValidationError([e | {"loc": ("query", *e["loc"])} for e in errors]) from None
 
 
 class _Built(NamedTuple):
@@ -54,27 +88,20 @@ class _Built(NamedTuple):
     records: int
 
 
-def _answer(
-    request: Request,
-    db: Database,
-    make: Callable[[Session], tuple[subjects.SubjectRow, service.Json]],
-    read: service.ReadRequest,
-    client: Principal,
-    if_none_match: str | None,
-    action: str,
-    *,
-    one_statement: bool = False,
-) -> Response:
-    """Build the profile (`make`), append the audit event (run in a worker thread: one hop
-    per read)."""
+Made = tuple[subjects.SubjectRow, service.Json]
 
-    def build(session: Session) -> _Built:
-        subject, result = make(session)
-        body = service.render(result)
-        tag = service.etag(body)
-        records = sum(map(len, result["records"].values()))
-        return _Built(subject.id, body, tag, service.matches(if_none_match, tag), records)
 
+def _built(made: Made, if_none_match: str | None) -> _Built:
+    subject, result = made
+    body = service.render(result)
+    tag = service.etag(body)
+    records = sum(map(len, result["records"].values()))
+    return _Built(subject.id, body, tag, service.matches(if_none_match, tag), records)
+
+
+def _events(
+    client: Principal, read: service.ReadRequest, action: str
+) -> Callable[[_Built], list[dict[str, Any]]]:
     def events(built: _Built) -> list[dict[str, Any]]:
         outcome = "not_modified" if built.not_modified else "ok"
         return [
@@ -83,8 +110,10 @@ def _answer(
             )
         ]
 
-    appender = request.app.state.audit_appender
-    built = audit.audited_read(db, build, events, appender, one_statement=one_statement)
+    return events
+
+
+def _respond(built: _Built) -> Response:
     headers = {"ETag": built.tag, "Cache-Control": "private, no-cache"}
     if built.not_modified:
         return Response(status_code=304, headers=headers)
@@ -98,22 +127,9 @@ def _answer(
         304: {"description": "Not modified since the ETag given in If-None-Match"},
         **problem_responses(Unauthorized, Forbidden, NotFound, RequestInvalid),
     },
+    openapi_extra=_PROFILE_OPENAPI,
 )
-async def read_profile(
-    key: str,
-    request: Request,
-    db: DbDep,
-    client: AgencyDep,
-    purpose: PurposeQuery = None,
-    case_ref: CaseQuery = None,
-    as_of: Annotated[date | None, Query(description="The profile as it was on that day")] = None,
-    standards: Annotated[list[str] | None, Query(description="Only these standards")] = None,
-    include: Annotated[
-        list[str] | None,
-        Query(description="unpublished, withdrawn (needs the 'unpublished' scope)"),
-    ] = None,
-    if_none_match: Annotated[str | None, Header()] = None,
-) -> Response:
+async def read_profile(key: str, request: Request, db: DbDep) -> Response:
     """The unified profile of a subject: identity, records by standard, summary.
 
     `key` is a USCC, an organization code, a registration number or the hub's subject id
@@ -122,35 +138,36 @@ async def read_profile(
     standards the agency is registered for are shown; personal identifiers are masked unless
     the agency holds `personal_data`.
     """
-    state = request.app.state  # its clock read here: one dependency less per read
+    client = await agency(request, db)
+    query = profile_query(request)
+    state = request.app.state
     read = service.read_request(
         client,
         state.settings.purposes,
-        purpose=purpose,
-        case_ref=case_ref,
-        as_of=as_of,
-        standards=standards,
-        include=include,
+        purpose=query.purpose,
+        case_ref=query.case_ref,
+        as_of=query.as_of,
+        standards=query.standards,
+        include=query.include,
         today=state.clock.today(),
     )
     parsed = subjects.parse_key(key)
+    if_none_match = request.headers.get("if-none-match")
+    events = _events(client, read, "profile.read")
+    appender = state.audit_appender
 
-    def make(session: Session) -> tuple[subjects.SubjectRow, service.Json]:
-        return service.profile_of_key(
-            session, parsed, read, client=client, keyring=state.keyring, standards=state.standards
+    # Built and audited in a worker thread: one hop per read.
+    def build(on: Session | Connection) -> _Built:
+        made = service.profile_of_key(
+            on, parsed, read, client=client, keyring=state.keyring, standards=state.standards
         )
+        return _built(made, if_none_match)
 
-    return await run_in_threadpool(
-        _answer,
-        request,
-        db,
-        make,
-        read,
-        client,
-        if_none_match,
-        "profile.read",
-        one_statement=service.one_statement(read),
-    )
+    if service.one_statement(read):
+        built = await run_in_threadpool(audit.audited_statement, db, build, events, appender)
+    else:
+        built = await run_in_threadpool(audit.audited_read, db, build, events, appender)
+    return _respond(built)
 
 
 @router.post(
@@ -185,23 +202,16 @@ async def lookup_person(
     )
     state = request.app.state
 
-    def make(session: Session) -> tuple[subjects.SubjectRow, service.Json]:
+    def build(session: Session) -> _Built:
         subject = subjects.find_person(session, state.keyring, body.id_type, body.id_number)
         found = service.profile(
             session, subject, read, client=client, keyring=state.keyring, standards=state.standards
         )
-        return subject, found
+        return _built((subject, found), if_none_match)
 
-    return await run_in_threadpool(
-        _answer,
-        request,
-        db,
-        make,
-        read,
-        client,
-        if_none_match,
-        "subject.looked_up",
-    )
+    events = _events(client, read, "subject.looked_up")
+    appender = state.audit_appender
+    return _respond(await run_in_threadpool(audit.audited_read, db, build, events, appender))
 
 
 @router.post(

@@ -71,6 +71,36 @@ class Profile(BaseModel):
     summary: Summary
 
 
+class ProfileQuery(BaseModel):
+    """The query of `GET /v1/subjects/{key}/profile`, which its handler reads itself (see
+    `query_parameters`)."""
+
+    purpose: str | None = Field(
+        None,
+        description="Why the profile is read: one of the configured purposes "
+        "(procurement, licensing_review, credit_service, ...)",
+    )
+    case_ref: str | None = Field(
+        None, description="The case, file or tender this read is for", max_length=200
+    )
+    as_of: date | None = Field(None, description="The profile as it was on that day")
+    standards: list[str] | None = Field(None, description="Only these standards")
+    include: list[str] | None = Field(
+        None, description="unpublished, withdrawn (needs the 'unpublished' scope)"
+    )
+
+
+def query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
+    """OpenAPI parameter objects for a query model's fields, as FastAPI writes them for
+    optional `Query()` parameters."""
+    properties = model.model_json_schema()["properties"]
+    return [
+        {"name": name, "in": "query", "required": False, "schema": schema}
+        | ({"description": schema["description"]} if "description" in schema else {})
+        for name, schema in properties.items()
+    ]
+
+
 class LookupRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",

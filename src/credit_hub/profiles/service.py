@@ -13,6 +13,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, NamedTuple
 
 import orjson
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from credit_hub.access.models import Scope
@@ -257,13 +258,13 @@ def profile(
 
 
 def one_statement(request: ReadRequest) -> bool:
-    """Whether `profile_of_key` reads in one statement on PostgreSQL: without `as_of` (which
-    first checks the date against the subject's first record)."""
+    """Whether `profile_of_key` reads in one statement: without `as_of` (which first checks
+    the date against the subject's first record)."""
     return request.as_of_end is None
 
 
 def profile_of_key(
-    session: Session,
+    on: Session | Connection,
     parsed: tuple[str, str | uuid.UUID],
     request: ReadRequest,
     *,
@@ -272,15 +273,16 @@ def profile_of_key(
     standards: Standards,
 ) -> tuple[SubjectRow, Json]:
     """The subject with this parsed key (404 if none) and its profile. Where `one_statement`
-    holds, one round trip reads the subject, its former names and its records."""
-    if not one_statement(request) or session.get_bind().dialect.name != "postgresql":
-        subject = subjects.find_parsed(session, parsed)
-        found = profile(
-            session, subject, request, client=client, keyring=keyring, standards=standards
-        )
+    holds, one statement reads the subject, its former names and its records, on a Session
+    or a plain Connection; otherwise statement by statement, on a Session."""
+    if not one_statement(request):
+        if not isinstance(on, Session):
+            raise TypeError("a profile as_of a past day is read statement by statement")
+        subject = subjects.find_parsed(on, parsed)
+        found = profile(on, subject, request, client=client, keyring=keyring, standards=standards)
         return subject, found
     read = queries.profile_read(
-        session,
+        on,
         parsed,
         on=request.on,
         include_unpublished=request.include_unpublished,

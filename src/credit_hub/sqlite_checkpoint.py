@@ -15,15 +15,16 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import threading
 import time
 import weakref
+from collections.abc import Callable
 from urllib.request import pathname2url
 
 import structlog
 from sqlalchemy import Engine, event
 
 from credit_hub import sqlite_writers
+from credit_hub.sqlite_threads import DatabaseThreads
 
 INTERVAL_SECONDS = 0.1
 AUTOCHECKPOINT_PAGES = 65536  # the connections' backstop: 256 MiB of log at 4 KiB pages
@@ -31,10 +32,6 @@ MAX_WAL_PAGES = 8192  # 32 MiB: past this, RESTART
 RESTART_WAIT_SECONDS = 30
 
 log = structlog.get_logger()
-
-_lock = threading.Lock()
-_engines: dict[tuple[int, str], weakref.WeakSet[Engine]] = {}
-_threads: dict[tuple[int, str], threading.Thread] = {}
 
 
 def attach(engine: Engine, database: str) -> None:
@@ -46,34 +43,12 @@ def attach(engine: Engine, database: str) -> None:
         dbapi_connection.execute(f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_PAGES}")
         live = engine_ref()
         if live is not None:
-            _ensure_thread(path, live)
+            _threads.ensure(path, live)
 
     event.listen(engine, "connect", on_connect)
 
 
-def _ensure_thread(path: str, engine: Engine) -> None:
-    # Started on a first connection, in the process that makes it (after any fork).
-    key = (os.getpid(), path)
-    with _lock:
-        _engines.setdefault(key, weakref.WeakSet()).add(engine)
-        thread = _threads.get(key)
-        if thread is not None and thread.is_alive():
-            return
-        thread = threading.Thread(target=_run, args=(key,), name="sqlite-checkpoint", daemon=True)
-        _threads[key] = thread
-        thread.start()
-
-
-def _wanted(key: tuple[int, str]) -> bool:
-    with _lock:
-        if _engines.get(key):
-            return True
-        _threads.pop(key, None)  # a later connection starts a new thread
-        return False
-
-
-def _run(key: tuple[int, str]) -> None:
-    path = key[1]
+def _run(path: str, wanted: Callable[[], bool]) -> None:
     try:  # mode=rw: never create a database that was removed (a test's temporary one)
         uri = f"file:{pathname2url(path)}?mode=rw"
         connection = sqlite3.connect(uri, uri=True, isolation_level=None)
@@ -81,7 +56,7 @@ def _run(key: tuple[int, str]) -> None:
         return
     try:
         connection.execute("PRAGMA busy_timeout=100")  # for readers, when it holds the queue
-        while _wanted(key):
+        while wanted():
             time.sleep(INTERVAL_SECONDS)
             if not os.path.exists(path):
                 break
@@ -106,3 +81,6 @@ def checkpoint(connection: sqlite3.Connection, path: str) -> None:
             queue.release()
     except sqlite3.Error as exc:  # busy or locked: the next round tries again
         log.debug("sqlite_checkpoint_skipped", error=str(exc))
+
+
+_threads = DatabaseThreads("sqlite-checkpoint", _run)

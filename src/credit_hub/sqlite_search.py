@@ -20,13 +20,15 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import threading
 import time
 import weakref
+from collections.abc import Callable
 from urllib.request import pathname2url
 
 import structlog
 from sqlalchemy import Engine, event
+
+from credit_hub.sqlite_threads import DatabaseThreads
 
 SCHEMA = "names"  # what the index file is attached as
 INTERVAL_SECONDS = 0.1
@@ -42,10 +44,6 @@ _SETUP = (
     "through INTEGER NOT NULL, through_id TEXT)",
     "INSERT OR IGNORE INTO name_index (id, through, through_id) VALUES (1, 0, NULL)",
 )
-
-_lock = threading.Lock()
-_engines: dict[tuple[int, str], weakref.WeakSet[Engine]] = {}
-_threads: dict[tuple[int, str], threading.Thread] = {}
 
 
 def index_path(database: str) -> str:
@@ -79,7 +77,7 @@ def attach(engine: Engine, database: str) -> None:
         dbapi_connection.execute(f"ATTACH DATABASE ? AS {SCHEMA}", (_uri(index_path(path), "ro"),))
         live = engine_ref()
         if live is not None:
-            _ensure_thread(path, live)
+            _threads.ensure(path, live)
 
     event.listen(engine, "connect", on_connect)
 
@@ -166,35 +164,13 @@ def open_indexer(database: str) -> sqlite3.Connection:
     return connection
 
 
-def _ensure_thread(path: str, engine: Engine) -> None:
-    # Started on a first connection, in the process that makes it (after any fork).
-    key = (os.getpid(), path)
-    with _lock:
-        _engines.setdefault(key, weakref.WeakSet()).add(engine)
-        thread = _threads.get(key)
-        if thread is not None and thread.is_alive():
-            return
-        thread = threading.Thread(target=_run, args=(key,), name="sqlite-search", daemon=True)
-        _threads[key] = thread
-        thread.start()
-
-
-def _wanted(key: tuple[int, str]) -> bool:
-    with _lock:
-        if _engines.get(key):
-            return True
-        _threads.pop(key, None)  # a later connection starts a new thread
-        return False
-
-
-def _run(key: tuple[int, str]) -> None:
-    path = key[1]
+def _run(path: str, wanted: Callable[[], bool]) -> None:
     try:
         connection = open_indexer(path)
     except sqlite3.Error:
         return
     try:
-        while _wanted(key):
+        while wanted():
             time.sleep(INTERVAL_SECONDS)
             if not os.path.exists(path):
                 break
@@ -205,3 +181,6 @@ def _run(key: tuple[int, str]) -> None:
                 log.debug("sqlite_name_index_skipped", error=str(exc))
     finally:
         connection.close()
+
+
+_threads = DatabaseThreads("sqlite-search", _run)

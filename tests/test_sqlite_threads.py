@@ -1,0 +1,72 @@
+"""Background threads per database file: one per file and process, gone with the last engine."""
+
+from __future__ import annotations
+
+import gc
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from sqlalchemy import create_engine
+
+from credit_hub.sqlite_threads import DatabaseThreads
+
+
+def _until(condition: Callable[[], bool], seconds: float = 5) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.01)
+    return condition()
+
+
+def test_one_thread_per_file_while_an_engine_lives(tmp_path: Path) -> None:
+    started: list[str] = []
+    stopped = threading.Event()
+
+    def body(path: str, wanted: Callable[[], bool]) -> None:
+        started.append(path)
+        while wanted():
+            time.sleep(0.01)
+        stopped.set()
+
+    threads = DatabaseThreads("test-db-thread", body)
+    path = str(tmp_path / "one.db")
+    first = create_engine(f"sqlite:///{path}")
+    second = create_engine(f"sqlite:///{path}")
+    threads.ensure(path, first)
+    threads.ensure(path, second)
+    threads.ensure(path, first)
+    assert _until(lambda: started == [path])
+    assert [t.name for t in threading.enumerate()].count("test-db-thread") == 1
+
+    del first
+    gc.collect()
+    time.sleep(0.05)
+    assert not stopped.is_set()  # the second engine still lives
+
+    del second
+    gc.collect()
+    assert _until(stopped.is_set)
+
+    third = create_engine(f"sqlite:///{path}")
+    threads.ensure(path, third)  # a later engine starts a new thread
+    assert _until(lambda: started == [path, path])
+    third.dispose()
+
+
+def test_files_get_threads_of_their_own(tmp_path: Path) -> None:
+    seen: set[str] = set()
+
+    def body(path: str, wanted: Callable[[], bool]) -> None:
+        seen.add(path)
+        while wanted():
+            time.sleep(0.01)
+
+    threads = DatabaseThreads("test-db-files", body)
+    engines = [create_engine(f"sqlite:///{tmp_path / name}") for name in ("a.db", "b.db")]
+    for engine, name in zip(engines, ("a.db", "b.db"), strict=True):
+        threads.ensure(str(tmp_path / name), engine)
+    assert _until(lambda: seen == {str(tmp_path / "a.db"), str(tmp_path / "b.db")})

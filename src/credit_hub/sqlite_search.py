@@ -165,22 +165,24 @@ def open_indexer(database: str) -> sqlite3.Connection:
 
 
 def _run(path: str, wanted: Callable[[], bool]) -> None:
-    try:
-        connection = open_indexer(path)
-    except sqlite3.Error:
-        return
+    connection: sqlite3.Connection | None = None
     try:
         while wanted():
             time.sleep(INTERVAL_SECONDS)
             if not os.path.exists(path):
                 break
             try:
+                # Opened in the loop: a first attempt can fail (the file is being created or
+                # migrated), and a thread that gave up would leave the index unbuilt for good.
+                if connection is None:
+                    connection = open_indexer(path)
                 while index_pending(connection) == ROWS_PER_ROUND:
                     pass  # a backlog (first build): no pause between rounds
             except sqlite3.Error as exc:  # busy, or the schema is not there yet
                 log.debug("sqlite_name_index_skipped", error=str(exc))
     finally:
-        connection.close()
+        if connection is not None:
+            connection.close()
 
 
 _threads = DatabaseThreads("sqlite-search", _run)

@@ -31,6 +31,13 @@ class KeepAlive:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._sock, self._file = sock, sock.makefile("rb")  # type: ignore[assignment]
 
+    def local_port(self) -> int:
+        """This end's port (the server sees the connection by it); connects if needed."""
+        if self._sock is None:
+            self._connect()
+        assert self._sock is not None
+        return int(self._sock.getsockname()[1])
+
     def close(self) -> None:
         if self._sock is not None:
             self._sock.close()

@@ -3,16 +3,18 @@ what /proc says about its worker processes (memory, CPU time, open connections).
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
@@ -183,6 +185,36 @@ class Server:
                 if link.startswith("socket:[") and link[8:-1] in by_inode:
                     found[by_inode[link[8:-1]]] = pid
         return found
+
+
+def spread(server: Server, receive: Callable[[], Any], controls: Mapping[int, Any]) -> None:
+    """Have the client processes' keep-alive connections spread evenly over the workers.
+
+    The workers accept from one shared socket, and the one that wakes first may take most of
+    the connections opened in a burst, leaving the other worker's core partly idle. A load
+    balancer in front of many clients spreads them; here the clients on a worker holding more
+    than its share reconnect, a few times at most. Each client (`controls`: its pipe by pid)
+    has sent ("ready", pid, local port) through `receive` and waits for "again" (reconnect
+    and send that again) or "keep"."""
+    port_of = {}
+    for _ in controls:
+        _, pid, port = receive()
+        port_of[pid] = port
+    fair = math.ceil(len(port_of) / max(1, len(server.workers)))
+    for _ in range(20):
+        holders = server.holders()
+        by_worker: dict[int, list[int]] = {}
+        for pid, port in port_of.items():
+            by_worker.setdefault(holders.get(port, -1), []).append(pid)
+        movers = [pid for pids in by_worker.values() if len(pids) > fair for pid in pids[fair:]]
+        if not movers or len(server.workers) < 2:
+            break
+        for pid in movers:
+            controls[pid].send("again")
+            _, pid_again, port = receive()
+            port_of[pid_again] = port
+    for control in controls.values():
+        control.send("keep")
 
 
 def _wait_ready(server: Server, timeout: float) -> None:

@@ -261,34 +261,6 @@ def _receive(results: Any, clients: list[Any]) -> Any:
                 raise BenchError(f"a client process died (exit codes {dead})") from exc
 
 
-def _spread(server: Server, results: Any, processes: list[Any], controls: list[Any]) -> None:
-    """Have the clients' keep-alive connections spread evenly over the workers.
-
-    The workers accept from one shared socket, and the one that wakes first may take every
-    connection opened in a burst: with two clients both can land on one worker, and the other
-    worker's core then idles. A load balancer in front of many clients spreads them; here the
-    clients on a worker holding more than its share reconnect, a few times at most."""
-    ready = [_receive(results, processes) for _ in processes]  # ("ready", pid, port)
-    client_of = {process.pid: n for n, process in enumerate(processes)}
-    port_of = {message[1]: message[2] for message in ready}
-    fair = math.ceil(len(processes) / max(1, len(server.workers)))
-    for _ in range(20):
-        holders = server.holders()
-        by_worker: dict[int, list[int]] = {}
-        for pid, port in port_of.items():
-            by_worker.setdefault(holders.get(port, -1), []).append(pid)
-        crowded = [pids[fair:] for pids in by_worker.values() if len(pids) > fair]
-        movers = [pid for extra in crowded for pid in extra]
-        if not movers or len(server.workers) < 2:
-            break
-        for pid in movers:
-            controls[client_of[pid]].send("again")
-            _, pid_again, port = _receive(results, processes)
-            port_of[pid_again] = port
-    for control in controls:
-        control.send("keep")
-
-
 def _cpu(server: Server) -> dict[str, float]:
     used = {"server": sum(_server.cpu_seconds(p) for p in {server.process.pid, *server.workers})}
     if server.database == "postgres":
@@ -326,7 +298,11 @@ def push(
     spies: list[subprocess.Popen[bytes]] = []
     client_cpu = 0.0
     try:
-        _spread(server, results, processes, [parent for parent, _ in pipes])
+        _server.spread(
+            server,
+            lambda: _receive(results, processes),
+            {p.pid: parent for p, (parent, _) in zip(processes, pipes, strict=True)},
+        )
         connections = server.connections()
         pending = iter(range(len(jobs)))
         in_flight = 0

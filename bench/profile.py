@@ -455,34 +455,6 @@ def _receive(results: Any, processes: list[Any], timeout: float) -> Any:
     raise BenchError(f"no word from the client processes within {timeout:.0f} s")
 
 
-def _spread(server: Server, results: Any, processes: list[Any], controls: list[Any]) -> None:
-    """Have the clients' keep-alive connections spread evenly over the workers.
-
-    The workers accept from one shared socket, and the one that wakes first may take most of
-    the connections opened in a burst (6 of 8, say), leaving the other worker's core partly
-    idle: the same code measured 1,513 and 2,134 reads/s in two runs. A load balancer in front
-    of many clients spreads them; here the clients on a worker holding more than its share
-    reconnect, a few times at most (as bench/ingest.py does)."""
-    ready = [_receive(results, processes, 60) for _ in processes]  # ("ready", pid, port)
-    client_of = {process.pid: n for n, process in enumerate(processes)}
-    port_of = {message[1]: message[2] for message in ready}
-    fair = math.ceil(len(processes) / max(1, len(server.workers)))
-    for _ in range(20):
-        holders = server.holders()
-        by_worker: dict[int, list[int]] = {}
-        for pid, port in port_of.items():
-            by_worker.setdefault(holders.get(port, -1), []).append(pid)
-        movers = [pid for pids in by_worker.values() if len(pids) > fair for pid in pids[fair:]]
-        if not movers or len(server.workers) < 2:
-            break
-        for pid in movers:
-            controls[client_of[pid]].send("again")
-            _, pid_again, port = _receive(results, processes, 60)
-            port_of[pid_again] = port
-    for control in controls:
-        control.send("keep")
-
-
 def run_phase(
     server: Server,
     keys: list[str],
@@ -511,7 +483,11 @@ def run_phase(
     reports: list[ClientReport] = []
     spies: list[subprocess.Popen[bytes]] = []
     try:
-        _spread(server, results, processes, [parent for parent, _ in pipes])
+        _server.spread(
+            server,
+            lambda: _receive(results, processes, 60),
+            {p.pid: parent for p, (parent, _) in zip(processes, pipes, strict=True)},
+        )
         spies = _server.start_spies(server, spy, label, rate=200)
         before = _cpu(server)
         go.set()

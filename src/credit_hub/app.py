@@ -147,7 +147,7 @@ def create_app(
             gc.freeze()
             gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
         if settings.audit_group_commit:
-            app.state.audit_appender = Appender(app.state.db, engine)
+            app.state.audit_appender = Appender(app.state.db, plain_connection=True)
         stop = None
         if settings.maintenance_every_hours > 0:  # expiry and retention without a cron
             _, stop = maintenance.schedule(

@@ -237,10 +237,14 @@ class Database:
         self.factory = factory
 
     @property
+    def engine(self) -> Engine:
+        engine: Engine = self.factory.kw["bind"]
+        return engine
+
+    @property
     def one_writer(self) -> bool:
         """True on SQLite, where a write transaction holds the only write lock from its start."""
-        bind = self.factory.kw["bind"]
-        return bool(bind.dialect.name == "sqlite")
+        return self.engine.dialect.name == "sqlite"
 
     @contextmanager
     def write(self) -> Iterator[Session]:

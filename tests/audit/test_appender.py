@@ -162,7 +162,7 @@ def test_postgresql_appends_in_two_round_trips_store_what_sqlalchemy_stores(
     engine = sessions.kw["bind"]
     if engine.dialect.name != "postgresql":
         pytest.skip("PostgreSQL's append")
-    appender = audit.Appender(Database(sessions), engine)
+    appender = audit.Appender(Database(sessions), plain_connection=True)
     payload = {"note": "引号 ' \" \\ ; COMMIT; --", "nested": {"n": [1, 2.5, None]}}
     quoted = {"action": "literal.checked", "case_ref": "O'Brien", "payload": payload}
     appender.append([audit.read_event(actor=None, **quoted) for _ in range(3)])
@@ -184,13 +184,12 @@ def test_postgresql_appends_in_two_round_trips_store_what_sqlalchemy_stores(
         assert audit.verify(session).ok
 
 
-def test_appender_with_the_engine_appends_on_a_plain_connection(
+def test_appender_on_a_plain_connection_appends_without_a_session(
     hub_settings: Settings, sessions: sessionmaker[Session]
 ) -> None:
-    # With its engine, an Appender appends without a Session (SQLite: in BEGIN IMMEDIATE on
-    # its turn in the writers' queue; PostgreSQL: in two round trips).
-    engine = sessions.kw["bind"]
-    appender = audit.Appender(Database(sessions), engine)
+    # On a plain connection, an Appender appends without a Session (SQLite: in BEGIN
+    # IMMEDIATE on its turn in the writers' queue; PostgreSQL: in two round trips).
+    appender = audit.Appender(Database(sessions), plain_connection=True)
     payload = {"note": "引号 ' \" \\", "nested": {"n": [1, 2.5, None]}}
     appender.append([audit.read_event(actor=None, action="plain.appended", payload=payload)])
     appender.append([audit.read_event(actor=None, action="plain.appended") for _ in range(3)])

@@ -234,12 +234,12 @@ class Appender:
 
     MAX_BATCH = 500
 
-    def __init__(self, db: Database, engine: Engine | None = None) -> None:
+    def __init__(self, db: Database, *, plain_connection: bool = False) -> None:
         self.db = db
-        # db's engine: on PostgreSQL, batches are appended in two round trips; on SQLite in a
-        # transaction on a plain Connection (a Session's set-up and tear-down cost as much as
-        # the statements). Without it, in a transaction of `db.write()`.
-        self._engine = engine
+        # plain_connection (the server): on PostgreSQL, batches are appended in two round
+        # trips; on SQLite in a transaction on a plain Connection (a Session's set-up and
+        # tear-down cost as much as the statements). Otherwise in a transaction of `db.write()`.
+        self._engine = db.engine if plain_connection else None
         self._changed = threading.Condition()
         self._waiting: deque[tuple[list[dict[str, Any]], Future[None]]] = deque()
         self._appending = False
@@ -362,7 +362,7 @@ def _autocommit(db: Database) -> Iterator[Connection]:
     """A pooled connection whose statements commit one by one. SQLite's connections are in
     autocommit already (`isolation_level = None`; BEGIN is SQLAlchemy's, and statements run
     by `fastsql` never make it issue one); `read_only` in case one runs through SQLAlchemy."""
-    engine: Engine = db.factory.kw["bind"]
+    engine = db.engine
     with engine.connect() as connection:
         if engine.dialect.name == "postgresql":
             yield connection.execution_options(isolation_level="AUTOCOMMIT")

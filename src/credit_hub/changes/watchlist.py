@@ -99,7 +99,7 @@ def watch(session: Session, client: Principal, key: str, *, limit: int) -> str:
     resolved, _ = _keys(session, [key])
     subject_key = resolved[0]
     if subject_key is None:
-        raise NotFound("No subject with this key is visible to this client.")
+        raise subjects.no_subject()
     exists = session.get(Watch, (client.id, subject_key))
     if exists is None:
         _ensure_room(session, client, 1, limit)

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from credit_hub.access.models import Scope
 from credit_hub.access.service import Principal
 from credit_hub.audit import service as audit
-from credit_hub.errors import Forbidden, NotFound, RequestInvalid, invalid_parameter
+from credit_hub.errors import Forbidden, RequestInvalid, invalid_parameter
 from credit_hub.keyring import Keyring
 from credit_hub.profiles import queries
 from credit_hub.records.models import RecordStatus
@@ -289,8 +289,7 @@ def profile_of_key(
         include_withdrawn=request.include_withdrawn,
     )
     if read is None:
-        # The answer of `subjects.find_parsed`.
-        raise NotFound("No subject with this key is visible to this client.")
+        raise subjects.no_subject()
     wanted = request.standards
     rows = [row for row in read.records if row.standard in wanted]
     built = _assemble(read.subject, read.former_names, rows, request, client, keyring, standards)

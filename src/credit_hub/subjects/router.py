@@ -85,7 +85,7 @@ def read_access_log(
     the subject itself with its session token (its subject id as the key)."""
     subject = service.find(session, key)
     if caller.is_subject and subject.id != caller.subject_id:
-        raise NotFound("No subject with this key is visible to this client.")
+        raise service.no_subject()
     return access_log(session, subject.id, limit=limit, before=before)
 
 

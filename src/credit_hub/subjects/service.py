@@ -477,6 +477,11 @@ def _one_by_column(kind: str) -> Prepared:
     )
 
 
+def no_subject() -> NotFound:
+    """The one answer for a key no subject has, or has for a client that may not see it."""
+    return NotFound("No subject with this key is visible to this client.")
+
+
 def find(session: Session, key: str) -> SubjectRow:
     return find_parsed(session, parse_key(key))
 
@@ -488,7 +493,7 @@ def find_parsed(session: Session, parsed: tuple[str, str | uuid.UUID]) -> Subjec
     if subject is not None and subject.merged_into_id is not None:
         subject = _one_by_column(KeyKind.ID).first(session, value=subject.merged_into_id)
     if subject is None:
-        raise NotFound("No subject with this key is visible to this client.")
+        raise no_subject()
     return subject
 
 
@@ -505,5 +510,5 @@ def find_person(session: Session, keyring: Keyring, id_type: str, id_number: str
     key = keyring.person_key(id_type, number)
     subject = session.execute(select(_SUBJECTS).where(_SUBJECTS.c.person_key == key)).first()
     if subject is None:
-        raise NotFound("No subject with this key is visible to this client.")
+        raise no_subject()
     return subject

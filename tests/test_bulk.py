@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import select, text
+import pytest
+from sqlalchemy import Column, Engine, Integer, MetaData, String, Table, select, text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from credit_hub import bulk
-from credit_hub.db import new_id, table
+from credit_hub.config import Settings
+from credit_hub.db import make_engine, new_id, table
 from credit_hub.subjects.models import Subject, SubjectKind
 
 _BOUND = ("id", "kind", "uscc", "name", "name_seen_on", "created_at", "updated_at")
@@ -98,3 +102,53 @@ def test_uuid_columns_store_what_sqlalchemy_stores(session: Session) -> None:
             ).all()
         )
         assert raw == {ids[0].hex: None, ids[1].hex: ids[0].hex, ids[2].hex: None}
+
+
+# -- claim_rows (PostgreSQL): insert the new rows, lock the stored ones ---------------------------
+
+_PROBE = Table(
+    "claim_probe",
+    MetaData(),
+    Column("key", String(16), primary_key=True),
+    Column("value", Integer, nullable=False),
+)
+
+
+@pytest.fixture
+def probe_engine(settings: Settings) -> Iterator[Engine]:
+    """A table of its own, committed for real (a second connection must see its rows)."""
+    if not settings.database_url.startswith("postgresql"):
+        pytest.skip("claim_rows() is PostgreSQL's; SQLite's single writer needs no row locks")
+    engine = make_engine(settings, pool_size=2)
+    _PROBE.drop(engine, checkfirst=True)
+    _PROBE.create(engine)
+    yield engine
+    _PROBE.drop(engine)
+    engine.dispose()
+
+
+def test_claim_inserts_new_rows_and_locks_stored_ones_untouched(probe_engine: Engine) -> None:
+    with Session(probe_engine) as setup, setup.begin():
+        bulk.insert_rows(setup, _PROBE, [{"key": "b", "value": 1}])
+    rows = [{"key": "a", "value": 10}, {"key": "b", "value": 20}, {"key": "c", "value": 30}]
+    with Session(probe_engine) as claimer:
+        with claimer.begin():
+            assert sorted(bulk.claim_rows(claimer, _PROBE, rows, key=["key"], returning="key")) == [
+                "a",
+                "c",
+            ]
+            with probe_engine.connect() as other:
+                with pytest.raises(OperationalError) as held:  # locked until the commit
+                    other.execute(
+                        text("SELECT key FROM claim_probe WHERE key = 'b' FOR UPDATE NOWAIT")
+                    )
+                assert getattr(held.value.orig, "sqlstate", None) == "55P03"
+        with probe_engine.connect() as other:
+            locked = other.execute(
+                text("SELECT key FROM claim_probe WHERE key = 'b' FOR UPDATE NOWAIT")
+            ).scalar_one()
+            assert locked == "b"
+            stored = {
+                key: value for key, value in other.execute(select(_PROBE.c.key, _PROBE.c.value))
+            }
+    assert stored == {"a": 10, "b": 1, "c": 30}  # the stored row kept its value

@@ -1,6 +1,6 @@
 """Ids: time-ordered, unique across threads and forked workers. PostgreSQL connections: a
 pooled connection whose server side ended is replaced on checkout, without a ping round trip
-and without an error for the caller."""
+and without an error for the caller. A write rolled back as one side of a deadlock runs again."""
 
 from __future__ import annotations
 
@@ -12,10 +12,12 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Column, Engine, Integer, MetaData, Table, insert, select, text
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.orm import Session
 
 from credit_hub.config import Settings
-from credit_hub.db import make_engine, new_id
+from credit_hub.db import Database, make_engine, make_sessionmaker, new_id, retryable
 
 RANDOM_BITS = (1 << 62) - 1 | ((1 << 12) - 1) << 64  # rand_a (12 bits) and rand_b (62 bits)
 
@@ -126,3 +128,74 @@ def test_connections_the_server_ended_are_replaced_on_checkout(
         }
     assert len(now) == 2
     assert not now & pids
+
+
+# -- write_retrying: a transaction PostgreSQL rolled back as one side of a deadlock runs again --
+
+_RUNS = Table("retry_probe", MetaData(), Column("run", Integer, primary_key=True))
+_DEADLOCK = "DO $$ BEGIN RAISE EXCEPTION 'probe' USING ERRCODE = 'deadlock_detected'; END $$"
+
+
+@pytest.fixture
+def retry_db(settings: Settings) -> Iterator[Database]:
+    """A table of its own, committed for real: what a rolled-back run wrote must be gone."""
+    engine = make_engine(settings, pool_size=2)
+    _RUNS.drop(engine, checkfirst=True)
+    _RUNS.create(engine)
+    yield Database(make_sessionmaker(engine))
+    _RUNS.drop(engine)
+    engine.dispose()
+
+
+def _stored_runs(db: Database) -> list[int]:
+    with db.read() as session:
+        return list(session.scalars(select(_RUNS.c.run).order_by(_RUNS.c.run)))
+
+
+def test_a_deadlocked_transaction_runs_again_from_the_start(retry_db: Database) -> None:
+    if retry_db.engine.dialect.name != "postgresql":
+        pytest.skip("deadlocks are PostgreSQL's; SQLite writers queue on one lock")
+    runs: list[int] = []
+
+    def work(session: Session) -> str:
+        runs.append(len(runs) + 1)
+        session.execute(insert(_RUNS).values(run=runs[-1]))
+        if len(runs) == 1:
+            session.execute(text(_DEADLOCK))
+        return "stored"
+
+    assert retry_db.write_retrying(work) == "stored"
+    assert runs == [1, 2]
+    assert _stored_runs(retry_db) == [2]  # the first run's row was rolled back
+
+
+def test_a_transaction_that_keeps_deadlocking_fails_after_its_attempts(retry_db: Database) -> None:
+    if retry_db.engine.dialect.name != "postgresql":
+        pytest.skip("deadlocks are PostgreSQL's; SQLite writers queue on one lock")
+    runs: list[int] = []
+
+    def work(session: Session) -> None:
+        runs.append(len(runs) + 1)
+        session.execute(insert(_RUNS).values(run=runs[-1]))
+        session.execute(text(_DEADLOCK))
+
+    with pytest.raises(DBAPIError) as failed:
+        retry_db.write_retrying(work, attempts=3)
+    assert retryable(failed.value)
+    assert runs == [1, 2, 3]
+    assert _stored_runs(retry_db) == []
+
+
+def test_other_errors_are_not_retried(retry_db: Database) -> None:
+    runs: list[int] = []
+
+    def work(session: Session) -> None:
+        runs.append(len(runs) + 1)
+        session.execute(insert(_RUNS).values(run=1))
+        session.execute(insert(_RUNS).values(run=1))  # the primary key, twice
+
+    with pytest.raises(IntegrityError) as failed:
+        retry_db.write_retrying(work)
+    assert not retryable(failed.value)
+    assert runs == [1]
+    assert _stored_runs(retry_db) == []

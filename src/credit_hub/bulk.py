@@ -60,6 +60,37 @@ def insert_rows(
     return _insert(session, table, rows, conflict, bound)
 
 
+def claim_rows(
+    session: Session,
+    table: Table,
+    rows: Rows,
+    *,
+    key: Sequence[str],
+    returning: str,
+) -> list[Any]:
+    """PostgreSQL only: insert `rows` and lock (as FOR UPDATE) the stored rows whose `key`
+    they repeat instead, one row after another in the order given; the `returning` column of
+    the rows inserted. Two transactions that claim in the same order never deadlock on these
+    rows: each waits at the first row the other holds, holding none the other still needs."""
+    if not rows:
+        return []
+    connection = session.connection()
+    assert connection.dialect.name == "postgresql", "claim_rows() is for PostgreSQL"
+    columns, defaults = _with_defaults(table, tuple(rows[0]))
+    if defaults:
+        rows = [{**defaults, **row} for row in rows]
+    # DO UPDATE ... WHERE false locks the conflicting row and writes nothing (DO NOTHING
+    # would neither lock it nor wait for it).
+    statement = (
+        f"INSERT INTO {table.name} ({', '.join(columns)}) "
+        f"SELECT * FROM unnest({_pg_arrays(table, columns)}) "
+        f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {key[0]} = excluded.{key[0]} WHERE false "
+        f"RETURNING {returning}"
+    )
+    result = connection.exec_driver_sql(statement, _pg_params(table, columns, rows))
+    return [row[0] for row in result]
+
+
 def upsert_rows(
     session: Session,
     table: Table,

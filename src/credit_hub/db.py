@@ -7,10 +7,10 @@ import select
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Annotated, Any, ClassVar, cast
+from typing import Annotated, Any, ClassVar, TypeVar, cast
 
 import orjson
 from fastapi import Depends, Request
@@ -228,6 +228,19 @@ def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
+T = TypeVar("T")
+
+# PostgreSQL's deadlock_detected and serialization_failure: the transaction was rolled back as
+# one side of a conflict and may simply be run again.
+_RETRYABLE_STATES = frozenset({"40P01", "40001"})
+
+
+def retryable(error: Exception) -> bool:
+    """Whether a database error (SQLAlchemy's, or the driver's own from a raw COPY) is one."""
+    cause = error.orig if isinstance(error, exc.DBAPIError) else error
+    return getattr(cause, "sqlstate", None) in _RETRYABLE_STATES
+
+
 class Database:
     """Transactions on the app's engine. Handlers that do CPU work before writing (a batch
     push validates first) open their write transaction late, through `write()`, so that on
@@ -251,6 +264,21 @@ class Database:
         """One transaction: committed when the block ends, rolled back if it raises."""
         with self.factory.begin() as session:
             yield session
+
+    def write_retrying(self, work: Callable[[Session], T], *, attempts: int = 3) -> T:
+        """`work(session)` in one write transaction, run again from the start in a new one
+        when PostgreSQL rolled it back as one side of a deadlock (at most `attempts` runs).
+        Writers that take their row locks in one order never get there; this covers the
+        rare cycles across tables (subjects, names) that no single order rules out."""
+        attempt = 1
+        while True:
+            try:
+                with self.write() as session:
+                    return work(session)
+            except Exception as error:
+                if attempt >= attempts or not retryable(error):
+                    raise
+                attempt += 1
 
     @contextmanager
     def read(self) -> Iterator[Session]:

@@ -3,15 +3,18 @@ stored under it."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 
-from sqlalchemy import select
+import pytest
+from sqlalchemy import Engine, select, text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from credit_hub.access.service import Principal
 from credit_hub.changes.models import ChangeEvent
 from credit_hub.config import Settings
-from credit_hub.db import new_id
+from credit_hub.db import make_engine, new_id
 from credit_hub.ingest import service
 from credit_hub.ingest.models import Submission
 from credit_hub.keyring import load_keyring
@@ -86,3 +89,38 @@ def test_change_events_carry_the_ids_prepared_before_the_write(
     assert [e.kind for e in events] == ["created"] * 4 + ["corrected"]
     assert [e.event_id for e in events] == prepared_ids
     assert len(set(prepared_ids)) == 5
+
+
+def _try_key_lock(engine: Engine, department_id: uuid.UUID, *, exclusive: bool) -> str | None:
+    """In a transaction of its own, with 200 ms to get it: None if granted, else the SQLSTATE."""
+    with Session(engine) as session, session.begin():
+        session.execute(text("SET LOCAL lock_timeout = '200ms'"))
+        try:
+            service._lock_natural_keys(session, department_id, "std", exclusive=exclusive)
+        except OperationalError as error:
+            return str(getattr(error.orig, "sqlstate", "?"))
+    return None
+
+
+def test_pushes_share_the_natural_key_lock_and_an_atomic_file_takes_it_alone(
+    settings: Settings,
+) -> None:
+    """PostgreSQL: batch pushes of one department claim their records in one sorted statement
+    and write side by side; a transaction that claims chunk after chunk (an atomic file) waits
+    for them, and they for it."""
+    if not settings.database_url.startswith("postgresql"):
+        pytest.skip("SQLite's write lock serializes every writer")
+    engine = make_engine(settings, pool_size=3)
+    department_id = uuid.uuid4()
+    try:
+        with Session(engine) as push, push.begin():
+            service._lock_natural_keys(push, department_id, "std", exclusive=False)
+            assert _try_key_lock(engine, department_id, exclusive=False) is None
+            assert _try_key_lock(engine, department_id, exclusive=True) == "55P03"
+            assert _try_key_lock(engine, uuid.uuid4(), exclusive=True) is None  # another dept
+        with Session(engine) as atomic_file, atomic_file.begin():
+            service._lock_natural_keys(atomic_file, department_id, "std", exclusive=True)
+            assert _try_key_lock(engine, department_id, exclusive=False) == "55P03"
+        assert _try_key_lock(engine, department_id, exclusive=True) is None  # released at commit
+    finally:
+        engine.dispose()

@@ -431,9 +431,16 @@ def _earlier_in_file(session: Session, job: _Job, source_ids: list[str]) -> set[
 
 
 def _store(
-    session: Session, job: _Job, ctx: JobContext, checked: list[service.Checked], now: datetime
+    session: Session,
+    job: _Job,
+    ctx: JobContext,
+    checked: list[service.Checked],
+    now: datetime,
+    *,
+    more_to_come: bool = False,
 ) -> tuple[list[dict[str, Any]], list[Rejection]]:
-    """Write checked rows under the job's submission: (outcomes, rejections found on the way)."""
+    """Write checked rows under the job's submission: (outcomes, rejections found on the way).
+    `more_to_come`: the transaction goes on with the next chunk (atomic mode)."""
     repeated = _earlier_in_file(session, job, [c.source_id for c in checked])
     late = [
         Rejection(
@@ -456,6 +463,7 @@ def _store(
         client=job.client,
         submission_id=job.row.id,
         now=now,
+        exclusive=more_to_come,
     )
     return outcomes, late + rejected
 
@@ -607,7 +615,9 @@ def _run_atomic(db: Database, ctx: JobContext, job: _Job, should_stop: Callable[
                 if should_stop():
                     raise Stopped
                 found = _check(job, ctx, chunk)
-                outcomes, late = _store(session, job, ctx, found.checked, ctx.clock.now())
+                outcomes, late = _store(
+                    session, job, ctx, found.checked, ctx.clock.now(), more_to_come=True
+                )
                 rejections = found.rejections + late
                 if rejections:
                     errors += _error_rows(job, ctx, {r.number: r for r in chunk}, rejections)

@@ -145,8 +145,8 @@ def push_records(
         return _respond(report, 200)
     if not checked or (mode == "atomic" and rejected):
         raise service.nothing_stored(found, rejected, received, mode, body_sha256, received_at)
-    with db.write() as session:
-        report, replayed = service.store(
+    report, replayed = db.write_retrying(
+        lambda session: service.store(
             session,
             keyring,
             found,
@@ -160,6 +160,7 @@ def push_records(
             received=received,
             received_at=received_at,
         )
+    )
     if replayed:
         return _respond(report, 200, **{"Idempotent-Replayed": "true"})
     return _respond(report, 201, Location=f"/v1/submissions/{report.submission_id}")

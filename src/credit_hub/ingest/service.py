@@ -440,19 +440,23 @@ def rejection_report(
 _NATURAL_KEY_LOCKS = 0x6B657973  # "keys": advisory locks per (department, standard)
 
 
-def _lock_natural_keys(session: Session, department_id: uuid.UUID, standard: str) -> None:
-    """On PostgreSQL, one writer at a time per (department, standard) until commit.
-
-    Two pushes of one department that share source ids would otherwise lock each other's
-    rows in opposite orders (one holds rows it inserted, the other rows it selected FOR
-    UPDATE) and deadlock; different departments still write side by side. SQLite's write
-    lock already serializes every writer.
+def _lock_natural_keys(
+    session: Session, department_id: uuid.UUID, standard: str, *, exclusive: bool
+) -> None:
+    """On PostgreSQL, the lock a transaction takes before it claims records of a (department,
+    standard): shared when it claims them all in one sorted statement (_claim_records), as a
+    batch push and each chunk of a partial file do; exclusive when it claims set after set
+    (an atomic file, every chunk in one transaction), since two sorted sets are not one sorted
+    order and could deadlock with a concurrent push. Pushes of one department thus write side
+    by side, and wait only for an atomic file. SQLite's write lock already serializes every
+    writer.
     """
     if session.get_bind().dialect.name != "postgresql":
         return
     key = zlib.crc32(f"{department_id}:{standard}".encode()) - 2**31
+    function = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
     session.execute(
-        text("SELECT pg_advisory_xact_lock(:space, :key)"),
+        text(f"SELECT {function}(:space, :key)"),
         {"space": _NATURAL_KEY_LOCKS - 2**31, "key": key},
     )
 
@@ -541,18 +545,21 @@ def write_checked(
     submission_id: uuid.UUID,
     now: datetime,
     prepared: Prepared | None = None,
+    exclusive: bool = False,
 ) -> tuple[list[dict[str, Any]], list[Rejection]]:
     """Write checked records under an existing submission and emit their changes, in the
     caller's transaction: (outcomes, late rejections). A batch push and each chunk of a file
     submission both come through here; `prepared` is prepare()'s for these records, when the
-    caller made it before its transaction opened."""
+    caller made it before its transaction opened. `exclusive`: the transaction will write
+    more sets of records of this department and standard after these (see
+    _lock_natural_keys)."""
     if not checked:
         return [], []
     if prepared is None:
         prepared = prepare(
             session, found, checked, client=client, submission_id=submission_id, now=now
         )
-    _lock_natural_keys(session, client.id, found.standard)
+    _lock_natural_keys(session, client.id, found.standard, exclusive=exclusive)
     derived = [c.outcome.derived for c in checked]
     subject_ids = subjects.resolve(
         session,
@@ -560,42 +567,26 @@ def write_checked(
         [d.subject for d in derived if d],
         [d.decision_date for d in derived if d],
     )
-    existing = _existing(session, client.id, found.standard, [c.source_id for c in checked])
-    new_rows: list[dict[str, Any]] = []
-    pending: list[tuple[int, uuid.UUID]] = []  # (position in checked, subject id)
-    for position, (item, subject_id) in enumerate(zip(checked, subject_ids, strict=True)):
-        if item.source_id in existing:
-            pending.append((position, subject_id))
-            continue
-        new_rows.append(prepared.records[position] | {"subject_id": subject_id})
-    created_ids: set[uuid.UUID] = set()
-    new_rows.sort(key=lambda row: str(row["source_id"]))  # one lock order for every batch
-    if new_rows:
-        records = table(Record)
-        inserted = bulk.insert_rows(
-            session,
-            records,
-            new_rows,
-            on_conflict_do_nothing=["source_id", "department_id", "standard"],
-            bound=_RECORD_BOUND,
-        )
-        created_ids = {row["id"] for row in new_rows}
-        if inserted != len(new_rows):  # some lost to a concurrent push: find which are ours
-            created_ids = _present(session, sorted(created_ids))
-    lost = [row for row in new_rows if row["id"] not in created_ids]
-    if lost:  # pushed concurrently by another request of this department: now an update
-        existing.update(
-            _existing(session, client.id, found.standard, [row["source_id"] for row in lost])
-        )
-        by_source = {c.source_id: (n, subject_ids[n]) for n, c in enumerate(checked)}
-        pending.extend(by_source[row["source_id"]] for row in lost)
+    rows = [
+        prepared.records[position] | {"subject_id": subject_id}
+        for position, subject_id in enumerate(subject_ids)
+    ]
+    rows.sort(key=lambda row: str(row["source_id"]))  # one lock order for every batch
+    if session.get_bind().dialect.name == "postgresql":
+        created_rows, existing = _claim_records(session, client.id, found.standard, rows)
+    else:
+        created_rows, existing = _insert_new_records(session, client.id, found.standard, rows)
+    pending = [  # (position in checked, subject id) of the records stored before
+        (position, subject_ids[position])
+        for position, item in enumerate(checked)
+        if item.source_id not in created_rows
+    ]
     outcomes: list[dict[str, Any]] = []
     written: list[Written] = []
     versions: list[dict[str, Any]] = []
     record_updates: list[dict[str, Any]] = []
     superseded: list[dict[str, Any]] = []
     late: list[Rejection] = []
-    created_rows = {row["source_id"]: row for row in new_rows if row["id"] in created_ids}
     for position, item in enumerate(checked):
         row = created_rows.get(item.source_id)
         if row is not None:
@@ -656,6 +647,44 @@ def write_checked(
     return outcomes, late
 
 
+_NATURAL_KEY = ["source_id", "department_id", "standard"]
+
+# (the rows inserted, by source id; the records stored before, by source id)
+Claimed = tuple[dict[str, dict[str, Any]], dict[str, Row[Any]]]
+
+
+def _claim_records(
+    session: Session, department_id: uuid.UUID, standard: str, rows: list[dict[str, Any]]
+) -> Claimed:
+    """PostgreSQL: insert the new records and lock the stored ones in one statement, in the
+    rows' (source id) order, so that concurrent pushes sharing source ids wait for each other
+    instead of deadlocking; then read the locked ones."""
+    created_ids = set(
+        bulk.claim_rows(session, table(Record), rows, key=_NATURAL_KEY, returning="id")
+    )
+    created = {row["source_id"]: row for row in rows if row["id"] in created_ids}
+    stored = [row["source_id"] for row in rows if row["id"] not in created_ids]
+    return created, _existing(session, department_id, standard, stored)
+
+
+def _insert_new_records(
+    session: Session, department_id: uuid.UUID, standard: str, rows: list[dict[str, Any]]
+) -> Claimed:
+    """SQLite, where this transaction holds the only write lock: read which records exist,
+    insert the others."""
+    existing = _existing(session, department_id, standard, [row["source_id"] for row in rows])
+    new_rows = [row for row in rows if row["source_id"] not in existing]
+    inserted = bulk.insert_rows(
+        session, table(Record), new_rows, on_conflict_do_nothing=_NATURAL_KEY, bound=_RECORD_BOUND
+    )
+    created_ids = {row["id"] for row in new_rows}
+    if inserted != len(new_rows):  # written by another connection outside the writers' queue
+        created_ids = _present(session, sorted(created_ids))
+        lost = [row["source_id"] for row in new_rows if row["id"] not in created_ids]
+        existing.update(_existing(session, department_id, standard, lost))
+    return {row["source_id"]: row for row in new_rows if row["id"] in created_ids}, existing
+
+
 def _present(session: Session, record_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
     found: set[uuid.UUID] = set()
     for start in range(0, len(record_ids), 500):
@@ -697,8 +726,6 @@ def _existing_statement(dialect: Dialect) -> Select[Any]:
         )
         .order_by(c.source_id)
     )
-    if dialect.name == "postgresql":  # corrections of one record queue up: versions stay
-        stmt = stmt.with_for_update()  # gap-free and ordered
     return stmt
 
 

@@ -278,7 +278,7 @@ def store(
         assert replay is not None
         return SubmissionReport.model_validate(replay), True
 
-    outcomes, late_rejections = write_checked(
+    outcomes, late_rejections, written = write_records(
         session,
         keyring,
         found,
@@ -345,6 +345,9 @@ def store(
             finished_at=received_at,
         )
     )
+    # Last: on PostgreSQL the change feed and the audit chain share one lock, held to the
+    # commit, that every writer of the hub takes in turn; the report is built by then.
+    _emit_changes(session, found, written, client=client, now=received_at)
     audit.record(
         session,
         actor=client,
@@ -548,13 +551,40 @@ def write_checked(
     exclusive: bool = False,
 ) -> tuple[list[dict[str, Any]], list[Rejection]]:
     """Write checked records under an existing submission and emit their changes, in the
-    caller's transaction: (outcomes, late rejections). A batch push and each chunk of a file
-    submission both come through here; `prepared` is prepare()'s for these records, when the
-    caller made it before its transaction opened. `exclusive`: the transaction will write
-    more sets of records of this department and standard after these (see
-    _lock_natural_keys)."""
+    caller's transaction: (outcomes, late rejections). Each chunk of a file submission comes
+    through here; `prepared` is prepare()'s for these records, when the caller made it before
+    its transaction opened. `exclusive`: the transaction will write more sets of records of
+    this department and standard after these (see _lock_natural_keys)."""
+    outcomes, late, written = write_records(
+        session,
+        keyring,
+        found,
+        checked,
+        client=client,
+        submission_id=submission_id,
+        now=now,
+        prepared=prepared,
+        exclusive=exclusive,
+    )
+    _emit_changes(session, found, written, client=client, now=now)
+    return outcomes, late
+
+
+def write_records(
+    session: Session,
+    keyring: Keyring,
+    found: StandardVersion,
+    checked: list[Checked],
+    *,
+    client: Principal,
+    submission_id: uuid.UUID,
+    now: datetime,
+    prepared: Prepared | None = None,
+    exclusive: bool = False,
+) -> tuple[list[dict[str, Any]], list[Rejection], list[Written]]:
+    """write_checked() but for the change feed: (outcomes, late rejections, what to emit)."""
     if not checked:
-        return [], []
+        return [], [], []
     if prepared is None:
         prepared = prepare(
             session, found, checked, client=client, submission_id=submission_id, now=now
@@ -643,8 +673,7 @@ def write_checked(
     if versions:
         bulk.insert_rows(session, table(RecordVersion), versions, bound=_VERSION_BOUND)
     outcomes.sort(key=lambda o: int(o["index"]))
-    _emit_changes(session, found, written, client=client, now=now)
-    return outcomes, late
+    return outcomes, late, written
 
 
 _NATURAL_KEY = ["source_id", "department_id", "standard"]

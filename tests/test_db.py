@@ -147,14 +147,19 @@ def retry_db(settings: Settings) -> Iterator[Database]:
     engine.dispose()
 
 
+@pytest.fixture
+def pg_retry_db(retry_db: Database) -> Database:
+    if retry_db.engine.dialect.name != "postgresql":
+        pytest.skip("deadlocks are PostgreSQL's; SQLite writers queue on one lock")
+    return retry_db
+
+
 def _stored_runs(db: Database) -> list[int]:
     with db.read() as session:
         return list(session.scalars(select(_RUNS.c.run).order_by(_RUNS.c.run)))
 
 
-def test_a_deadlocked_transaction_runs_again_from_the_start(retry_db: Database) -> None:
-    if retry_db.engine.dialect.name != "postgresql":
-        pytest.skip("deadlocks are PostgreSQL's; SQLite writers queue on one lock")
+def test_a_deadlocked_transaction_runs_again_from_the_start(pg_retry_db: Database) -> None:
     runs: list[int] = []
 
     def work(session: Session) -> str:
@@ -164,14 +169,14 @@ def test_a_deadlocked_transaction_runs_again_from_the_start(retry_db: Database) 
             session.execute(text(_DEADLOCK))
         return "stored"
 
-    assert retry_db.write_retrying(work) == "stored"
+    assert pg_retry_db.write_retrying(work) == "stored"
     assert runs == [1, 2]
-    assert _stored_runs(retry_db) == [2]  # the first run's row was rolled back
+    assert _stored_runs(pg_retry_db) == [2]  # the first run's row was rolled back
 
 
-def test_a_transaction_that_keeps_deadlocking_fails_after_its_attempts(retry_db: Database) -> None:
-    if retry_db.engine.dialect.name != "postgresql":
-        pytest.skip("deadlocks are PostgreSQL's; SQLite writers queue on one lock")
+def test_a_transaction_that_keeps_deadlocking_fails_after_its_attempts(
+    pg_retry_db: Database,
+) -> None:
     runs: list[int] = []
 
     def work(session: Session) -> None:
@@ -180,10 +185,10 @@ def test_a_transaction_that_keeps_deadlocking_fails_after_its_attempts(retry_db:
         session.execute(text(_DEADLOCK))
 
     with pytest.raises(DBAPIError) as failed:
-        retry_db.write_retrying(work, attempts=3)
+        pg_retry_db.write_retrying(work, attempts=3)
     assert retryable(failed.value)
     assert runs == [1, 2, 3]
-    assert _stored_runs(retry_db) == []
+    assert _stored_runs(pg_retry_db) == []
 
 
 def test_other_errors_are_not_retried(retry_db: Database) -> None:

@@ -63,7 +63,7 @@ def test_change_events_carry_the_ids_prepared_before_the_write(
         prepared = service.prepare(
             session, found, checked, client=client, submission_id=submission.id, now=now
         )
-        outcomes, _ = service.write_checked(
+        outcomes, _, written = service.write_records(
             session,
             keyring,
             found,
@@ -73,6 +73,7 @@ def test_change_events_carry_the_ids_prepared_before_the_write(
             now=now,
             prepared=prepared,
         )
+        service.emit_changes(session, found, written, client=client, now=now)
         position = {item.index: n for n, item in enumerate(checked)}
         prepared_ids += [
             prepared.event_ids[position[o["index"]]]

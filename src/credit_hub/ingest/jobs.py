@@ -455,7 +455,7 @@ def _store(
     ]
     if repeated:
         checked = [c for c in checked if c.source_id not in repeated]
-    outcomes, rejected = service.write_checked(
+    outcomes, rejected, written = service.write_records(
         session,
         ctx.keyring,
         job.found,
@@ -465,6 +465,7 @@ def _store(
         now=now,
         exclusive=more_to_come,
     )
+    service.emit_changes(session, job.found, written, client=job.client, now=now)
     return outcomes, late + rejected
 
 

@@ -347,7 +347,7 @@ def store(
     )
     # Last: on PostgreSQL the change feed and the audit chain share one lock, held to the
     # commit, that every writer of the hub takes in turn; the report is built by then.
-    _emit_changes(session, found, written, client=client, now=received_at)
+    emit_changes(session, found, written, client=client, now=received_at)
     audit.record(
         session,
         actor=client,
@@ -359,7 +359,7 @@ def store(
     return report, False
 
 
-def _emit_changes(
+def emit_changes(
     session: Session,
     found: StandardVersion,
     written: list[Written],
@@ -538,38 +538,6 @@ def prepare(
     )
 
 
-def write_checked(
-    session: Session,
-    keyring: Keyring,
-    found: StandardVersion,
-    checked: list[Checked],
-    *,
-    client: Principal,
-    submission_id: uuid.UUID,
-    now: datetime,
-    prepared: Prepared | None = None,
-    exclusive: bool = False,
-) -> tuple[list[dict[str, Any]], list[Rejection]]:
-    """Write checked records under an existing submission and emit their changes, in the
-    caller's transaction: (outcomes, late rejections). Each chunk of a file submission comes
-    through here; `prepared` is prepare()'s for these records, when the caller made it before
-    its transaction opened. `exclusive`: the transaction will write more sets of records of
-    this department and standard after these (see _lock_natural_keys)."""
-    outcomes, late, written = write_records(
-        session,
-        keyring,
-        found,
-        checked,
-        client=client,
-        submission_id=submission_id,
-        now=now,
-        prepared=prepared,
-        exclusive=exclusive,
-    )
-    _emit_changes(session, found, written, client=client, now=now)
-    return outcomes, late
-
-
 def write_records(
     session: Session,
     keyring: Keyring,
@@ -582,7 +550,13 @@ def write_records(
     prepared: Prepared | None = None,
     exclusive: bool = False,
 ) -> tuple[list[dict[str, Any]], list[Rejection], list[Written]]:
-    """write_checked() but for the change feed: (outcomes, late rejections, what to emit)."""
+    """Write checked records under an existing submission, in the caller's transaction:
+    (outcomes, late rejections, the changes to pass to emit_changes()). A batch push and each
+    chunk of a file submission both come through here; `prepared` is prepare()'s for these
+    records, when the caller made it before its transaction opened. `exclusive`: the
+    transaction will write more sets of records of this department and standard after these
+    (see _lock_natural_keys). The changes are emitted apart, as late in the transaction as the
+    caller can: on PostgreSQL appending to the feed takes a lock every writer shares."""
     if not checked:
         return [], [], []
     if prepared is None:

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from credit_hub.config import Settings
 from credit_hub.db import Database, make_engine, make_sessionmaker, new_id, retryable
+from credit_hub.errors import ServiceUnavailable
 
 RANDOM_BITS = (1 << 62) - 1 | ((1 << 12) - 1) << 64  # rand_a (12 bits) and rand_b (62 bits)
 
@@ -184,9 +185,12 @@ def test_a_transaction_that_keeps_deadlocking_fails_after_its_attempts(
         session.execute(insert(_RUNS).values(run=runs[-1]))
         session.execute(text(_DEADLOCK))
 
-    with pytest.raises(DBAPIError) as failed:
+    with pytest.raises(ServiceUnavailable) as failed:  # a 503 with Retry-After, not a 500
         pg_retry_db.write_retrying(work, attempts=3)
-    assert retryable(failed.value)
+    assert failed.value.status == 503
+    assert failed.value.headers == {"Retry-After": "1"}
+    assert isinstance(failed.value.__cause__, DBAPIError)
+    assert retryable(failed.value.__cause__)
     assert runs == [1, 2, 3]
     assert _stored_runs(pg_retry_db) == []
 

@@ -31,6 +31,7 @@ from sqlalchemy.types import TypeDecorator
 
 from credit_hub import sqlite_checkpoint, sqlite_search, sqlite_writers
 from credit_hub.config import Settings
+from credit_hub.errors import ServiceUnavailable
 
 NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
@@ -267,17 +268,25 @@ class Database:
 
     def write_retrying(self, work: Callable[[Session], T], *, attempts: int = 3) -> T:
         """`work(session)` in one write transaction, run again from the start in a new one
-        when PostgreSQL rolled it back as one side of a deadlock (at most `attempts` runs).
-        Writers that take their row locks in one order never get there; this covers the
-        rare cycles across tables (subjects, names) that no single order rules out."""
+        when PostgreSQL rolled it back as one side of a deadlock (at most `attempts` runs;
+        then 503 with Retry-After, nothing written). Writers that take their row locks in one
+        order never get there; this covers the rare cycles across tables (subjects, names)
+        that no single order rules out."""
         attempt = 1
         while True:
             try:
                 with self.write() as session:
                     return work(session)
             except Exception as error:
-                if attempt >= attempts or not retryable(error):
+                if not retryable(error):
                     raise
+                if attempt >= attempts:
+                    raise ServiceUnavailable(
+                        f"The write conflicted with concurrent writes {attempts} times and "
+                        "nothing was stored; send it again.",
+                        headers={"Retry-After": "1"},
+                        retry_after_seconds=1,
+                    ) from error
                 attempt += 1
 
     @contextmanager

@@ -19,6 +19,7 @@ from credit_hub.errors import (
     PayloadTooLarge,
     RecordsInvalid,
     RequestInvalid,
+    ServiceUnavailable,
     StandardNotFound,
     Unauthorized,
     UnsupportedMediaType,
@@ -76,6 +77,7 @@ def _respond(report: SubmissionReport, status: int, **headers: str) -> Response:
             UnsupportedMediaType,
             RequestInvalid,
             RecordsInvalid,
+            ServiceUnavailable,
         ),
     },
 )

@@ -12,7 +12,7 @@ import multiprocessing
 import threading
 import traceback
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
@@ -29,6 +30,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from credit_hub.app import create_app
 from credit_hub.config import Settings
+from credit_hub.ingest.jobs import JobContext, Worker
 from credit_hub.ingest.models import Submission
 from credit_hub.records.models import Record, RecordVersion
 from tests import factories
@@ -275,3 +277,81 @@ def test_parallel_retries_with_one_idempotency_key_store_one_submission(
         )
     assert [str(s) for s in stored] == list(submission_ids)
     assert record_count == version_count == len(records)
+
+
+# -- (d) an atomic file and batch pushes of one department, at the same time --------------------
+
+
+def test_an_atomic_file_and_pushes_of_its_department_run_at_once_without_losing_anything(
+    hub_settings: Settings, sessions: sessionmaker[Session]
+) -> None:
+    """An atomic file stores chunk after chunk in one transaction (on PostgreSQL it holds the
+    department's key lock exclusive, see ingest.service._lock_natural_keys) while pushes of the
+    same department send the same source ids: no push fails, the file ends accepted, and every
+    record's versions are whole and account for every reported change."""
+    department_id, key = new_department(sessions)
+    app = create_app(hub_settings.model_copy(update={"job_chunk_rows": 3}))
+    state = app.state
+    # In the reverse of the order pushes claim in: chunk by chunk, the file takes the keys the
+    # pushes would take last first.
+    file_records = [factories.penalty(n, fine_amount_wan="0.9") for n in reversed(KEYS)]
+    auth = {"Authorization": f"Bearer {key}"}
+    start = threading.Barrier(THREADS + 1)
+
+    def pushes(worker: int) -> list[Push]:
+        client = TestClient(app, raise_server_exceptions=False)
+        try:
+            start.wait(timeout=30)
+            return [push(client, key, worker, round_) for round_ in range(ROUNDS)]
+        finally:
+            client.close()
+
+    def run_file() -> int:
+        context = JobContext.of(state.settings, state.standards, state.keyring, state.clock)
+        start.wait(timeout=30)
+        return Worker(state.db, context, name="test").run_until_idle()
+
+    try:
+        with TestClient(app, raise_server_exceptions=False) as hub:
+            uploaded = hub.post(
+                "/v1/submissions",
+                content=b"".join(orjson.dumps(r) + b"\n" for r in file_records),
+                params={"standard": "administrative_penalty", "mode": "atomic"},
+                headers=auth | {"Content-Type": "application/x-ndjson"},
+            )
+            assert uploaded.status_code == 202, uploaded.text
+            with ThreadPoolExecutor(THREADS + 1) as pool:
+                file_run = pool.submit(run_file)
+                pushed = [pool.submit(pushes, worker) for worker in range(THREADS)]
+                all_pushes = [p for future in pushed for p in future.result()]
+                # Run once: a deadlock would have rolled the file back and had it run again.
+                assert file_run.result() == 1
+            done = hub.get(f"/v1/submissions/{uploaded.json()['submission_id']}", headers=auth)
+    finally:
+        state.engine.dispose()
+    assert [(p.status, p.report) for p in all_pushes if p.status != 201] == []
+    report = done.json()
+    assert report["status"] == "accepted", report
+    file_counts = report["counts"]
+    assert file_counts["created"] + file_counts["updated"] + file_counts["unchanged"] == len(KEYS)
+    with sessions() as session:
+        versions = session.execute(
+            select(RecordVersion.record_id, RecordVersion.version, RecordVersion.content_hash)
+            .join(Record, Record.id == RecordVersion.record_id)
+            .where(Record.department_id == department_id)
+            .order_by(RecordVersion.record_id, RecordVersion.version)
+        ).all()
+        records = session.scalar(
+            select(func.count()).select_from(Record).where(Record.department_id == department_id)
+        )
+    assert records == len(KEYS)  # one record per natural key
+    by_record: dict[uuid.UUID, list[Any]] = defaultdict(list)
+    for row in versions:
+        by_record[row.record_id].append(row)
+    for kept in by_record.values():
+        assert [v.version for v in kept] == list(range(1, len(kept) + 1))
+        assert all(a.content_hash != b.content_hash for a, b in pairwise(kept))
+    outcomes = Counter(o["outcome"] for p in all_pushes for o in p.report["records"])
+    # Every version is one reported change, by a push or by the file.
+    assert outcomes["created"] + file_counts["created"] == len(KEYS)
+    assert len(versions) == len(KEYS) + outcomes["updated"] + file_counts["updated"]

@@ -157,7 +157,20 @@ class Store:
         state = cls(**json.loads(path.read_text()))
         if (state.records, state.subjects) != (records, subjects):
             return None
+        if not state.keys_work():  # the database was loaded again elsewhere (another checkout)
+            print("  the saved database no longer knows the saved keys: loading it again")
+            return None
         return state
+
+    def keys_work(self) -> bool:
+        engine = make_engine(settings_for(self.url, self.secrets))
+        try:
+            with make_sessionmaker(engine)() as session:
+                return all(authenticate(session, key) is not None for key in self.keys)
+        except Exception:  # gone, or not a database of this hub
+            return False
+        finally:
+            engine.dispose()
 
 
 def prepare(database: str, args: argparse.Namespace) -> Store:

@@ -13,7 +13,7 @@ import threading
 import traceback
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal
@@ -25,7 +25,7 @@ import httpx
 import orjson
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from credit_hub.app import create_app
@@ -355,3 +355,99 @@ def test_an_atomic_file_and_pushes_of_its_department_run_at_once_without_losing_
     # Every version is one reported change, by a push or by the file.
     assert outcomes["created"] + file_counts["created"] == len(KEYS)
     assert len(versions) == len(KEYS) + outcomes["updated"] + file_counts["updated"]
+
+
+# -- (e) a write PostgreSQL ends as one side of a deadlock runs again ---------------------------
+
+_FAULT = (
+    "CREATE SEQUENCE fault_runs",
+    # A sequence is not transactional: the first insert of versions fails, the next ones pass.
+    "CREATE FUNCTION fault_once() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+    "IF nextval('fault_runs') = 1 THEN "
+    "RAISE EXCEPTION 'injected' USING ERRCODE = 'deadlock_detected'; END IF; "
+    "RETURN NULL; END $$",
+    "CREATE TRIGGER fault_once BEFORE INSERT ON record_version "
+    "FOR EACH STATEMENT EXECUTE FUNCTION fault_once()",
+)
+_UNFAULT = (
+    "DROP TRIGGER IF EXISTS fault_once ON record_version",
+    "DROP FUNCTION IF EXISTS fault_once()",
+    "DROP SEQUENCE IF EXISTS fault_runs",
+)
+
+
+@pytest.fixture
+def deadlock_once(
+    hub_settings: Settings, sessions: sessionmaker[Session]
+) -> Iterator[Callable[[], int]]:
+    """The first insert of record versions after `arm()` fails as a deadlock victim would."""
+    if not hub_settings.database_url.startswith("postgresql"):
+        pytest.skip("deadlocks are PostgreSQL's; SQLite writers queue on one lock")
+
+    def execute(statements: tuple[str, ...]) -> None:
+        with sessions() as session, session.begin():
+            for statement in statements:
+                session.execute(text(statement))
+
+    def fired() -> int:
+        with sessions() as session:
+            return int(session.scalar(text("SELECT last_value FROM fault_runs")) or 0)
+
+    execute(_UNFAULT)
+    execute(_FAULT)
+    try:
+        yield fired
+    finally:
+        execute(_UNFAULT)
+
+
+def test_a_push_and_a_file_chunk_that_deadlock_run_again_and_store_once(
+    hub_settings: Settings, sessions: sessionmaker[Session], deadlock_once: Callable[[], int]
+) -> None:
+    department_id, key = new_department(sessions)
+    auth = {"Authorization": f"Bearer {key}"}
+    app = create_app(hub_settings)
+    state = app.state
+    try:
+        with TestClient(app, raise_server_exceptions=False) as hub:
+            pushed = hub.post(
+                URL,
+                json={
+                    "standard": "administrative_penalty",
+                    "records": [factories.penalty(n) for n in (101, 102)],
+                },
+                headers=auth,
+            )
+            assert pushed.status_code == 201, pushed.text
+            assert deadlock_once() >= 2  # the first run failed, the second stored
+            assert pushed.json()["counts"]["created"] == 2
+
+            uploaded = hub.post(
+                "/v1/submissions",
+                content=b"".join(orjson.dumps(factories.penalty(n)) + b"\n" for n in (103, 104)),
+                params={"standard": "administrative_penalty", "mode": "partial"},
+                headers=auth | {"Content-Type": "application/x-ndjson"},
+            )
+            assert uploaded.status_code == 202, uploaded.text
+            with sessions() as session, session.begin():  # arm it again for the file's chunk
+                session.execute(text("SELECT setval('fault_runs', 1, false)"))
+            context = JobContext.of(state.settings, state.standards, state.keyring, state.clock)
+            assert Worker(state.db, context, name="test").run_until_idle() == 1
+            assert deadlock_once() >= 2
+            done = hub.get(f"/v1/submissions/{uploaded.json()['submission_id']}", headers=auth)
+    finally:
+        state.engine.dispose()
+    report = done.json()
+    assert report["status"] == "accepted", report
+    assert report["counts"]["created"] == 2
+    with sessions() as session:
+        job = session.get(Submission, uuid.UUID(uploaded.json()["submission_id"]))
+        assert job is not None
+        assert job.attempts == 1  # the chunk ran again inside the job, the job did not restart
+        versions = session.execute(
+            select(Record.source_id, func.count(RecordVersion.version))
+            .join(RecordVersion, RecordVersion.record_id == Record.id)
+            .where(Record.department_id == department_id)
+            .group_by(Record.source_id)
+        ).all()
+    assert sorted(n for _, n in versions) == [1, 1, 1, 1]  # each record stored once

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -535,6 +536,55 @@ def _copy(tally: Tally) -> Tally:
     )
 
 
+def _write_chunk(
+    job: _Job,
+    ctx: JobContext,
+    chunk: list[FileRow],
+    found: _Checked,
+    source: RowSource,
+    session: Session,
+    *,
+    store: bool,
+) -> Tally:
+    """One chunk's transaction: its records (if `store`), rejected rows, audit event and
+    progress; the job's tally after it (a new copy on each run, so a run again starts over)."""
+    tally = _copy(job.tally)
+    rejections = found.rejections
+    if store:
+        outcomes, late = _store(session, job, ctx, found.checked, ctx.clock.now())
+        rejections = rejections + late
+        kinds = Counter(o["outcome"] for o in outcomes)
+        tally.created += kinds["created"]
+        tally.updated += kinds["updated"]
+        tally.unchanged += kinds["unchanged"]
+        if outcomes:
+            audit.record(
+                session,
+                actor=job.client,
+                action="records.pushed",
+                submission_id=job.row.id,
+                result="chunk",
+                payload={
+                    "standard": job.found.standard,
+                    "version": job.found.version,
+                    "first_row": chunk[0].number,
+                    "last_row": chunk[-1].number,
+                    **{k: kinds[k] for k in ("created", "updated", "unchanged")},
+                },
+            )
+    errors = _error_rows(job, ctx, {r.number: r for r in chunk}, rejections)
+    if errors:
+        session.execute(insert(table(SubmissionError)), errors)
+    tally.rejected += len(errors)
+    tally.add("errors", rejections)
+    tally.add("warnings", found.warnings)
+    expected = tally.rows_read
+    tally.rows_read += len(chunk)
+    tally.bytes_read = source.position()
+    _save_progress(session, job, ctx, tally, expected, rows_total=source.rows_total)
+    return tally
+
+
 def _run_chunks(
     db: Database, ctx: JobContext, job: _Job, should_stop: Callable[[], bool], *, store: bool
 ) -> None:
@@ -551,42 +601,9 @@ def _run_chunks(
             if should_stop():
                 raise Stopped
             found = _check(job, ctx, chunk)
-            tally = _copy(job.tally)
-            with db.write() as session:
-                rejections = found.rejections
-                if store:
-                    outcomes, late = _store(session, job, ctx, found.checked, ctx.clock.now())
-                    rejections = rejections + late
-                    kinds = Counter(o["outcome"] for o in outcomes)
-                    tally.created += kinds["created"]
-                    tally.updated += kinds["updated"]
-                    tally.unchanged += kinds["unchanged"]
-                    if outcomes:
-                        audit.record(
-                            session,
-                            actor=job.client,
-                            action="records.pushed",
-                            submission_id=job.row.id,
-                            result="chunk",
-                            payload={
-                                "standard": job.found.standard,
-                                "version": job.found.version,
-                                "first_row": chunk[0].number,
-                                "last_row": chunk[-1].number,
-                                **{k: kinds[k] for k in ("created", "updated", "unchanged")},
-                            },
-                        )
-                errors = _error_rows(job, ctx, {r.number: r for r in chunk}, rejections)
-                if errors:
-                    session.execute(insert(table(SubmissionError)), errors)
-                tally.rejected += len(errors)
-                tally.add("errors", rejections)
-                tally.add("warnings", found.warnings)
-                expected = tally.rows_read
-                tally.rows_read += len(chunk)
-                tally.bytes_read = source.position()
-                _save_progress(session, job, ctx, tally, expected, rows_total=source.rows_total)
-            job.tally = tally
+            # A chunk PostgreSQL ends as one side of a deadlock runs again, as a push does.
+            write = partial(_write_chunk, job, ctx, chunk, found, source, store=store)
+            job.tally = db.write_retrying(write)
 
 
 def _run_partial(db: Database, ctx: JobContext, job: _Job, should_stop: Callable[[], bool]) -> None:

@@ -82,6 +82,20 @@ def push(client: httpx.Client, key: str, worker: int, round_: int) -> Push:
     )
 
 
+def pusher(app: Any, key: str, start: threading.Barrier) -> Callable[[int], list[Push]]:
+    """A thread's work: its own TestClient, then ROUNDS pushes once every thread is ready."""
+
+    def work(worker: int) -> list[Push]:
+        client = TestClient(app, raise_server_exceptions=False)
+        try:
+            start.wait(timeout=30)
+            return [push(client, key, worker, round_) for round_ in range(ROUNDS)]
+        finally:
+            client.close()
+
+    return work
+
+
 # -- the module's own database ----------------------------------------------------------------
 
 
@@ -160,16 +174,7 @@ def test_parallel_threads_keep_one_record_per_key_and_gap_free_versions(
 ) -> None:
     department_id, key = new_department(sessions)
     app = create_app(hub_settings)  # no overrides: every request commits
-    start = threading.Barrier(THREADS)
-
-    def work(worker: int) -> list[Push]:
-        client = TestClient(app, raise_server_exceptions=False)
-        try:
-            start.wait(timeout=30)
-            return [push(client, key, worker, round_) for round_ in range(ROUNDS)]
-        finally:
-            client.close()
-
+    work = pusher(app, key, threading.Barrier(THREADS))
     try:
         with ThreadPoolExecutor(THREADS) as pool:
             pushes = [p for found in pool.map(work, range(THREADS)) for p in found]
@@ -297,14 +302,7 @@ def test_an_atomic_file_and_pushes_of_its_department_run_at_once_without_losing_
     file_records = [factories.penalty(n, fine_amount_wan="0.9") for n in reversed(KEYS)]
     auth = {"Authorization": f"Bearer {key}"}
     start = threading.Barrier(THREADS + 1)
-
-    def pushes(worker: int) -> list[Push]:
-        client = TestClient(app, raise_server_exceptions=False)
-        try:
-            start.wait(timeout=30)
-            return [push(client, key, worker, round_) for round_ in range(ROUNDS)]
-        finally:
-            client.close()
+    pushes = pusher(app, key, start)
 
     def run_file() -> int:
         context = JobContext.of(state.settings, state.standards, state.keyring, state.clock)

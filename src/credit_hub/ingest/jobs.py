@@ -110,6 +110,14 @@ class Tally:
             examples=dict(saved.get("examples", {})),
         )
 
+    def count(self, outcomes: list[dict[str, Any]]) -> Counter[str]:
+        """Add stored records' outcomes (created, updated, unchanged); their counts."""
+        kinds = Counter(o["outcome"] for o in outcomes)
+        self.created += kinds["created"]
+        self.updated += kinds["updated"]
+        self.unchanged += kinds["unchanged"]
+        return kinds
+
     def add(self, kind: str, found: list[Rejection]) -> None:
         counter = self.errors if kind == "errors" else self.warnings
         for r in found:
@@ -536,6 +544,18 @@ def _copy(tally: Tally) -> Tally:
     )
 
 
+def _audit_pushed(session: Session, job: _Job, result: str, **counts: int) -> None:
+    """The audit event of records a file stored (per chunk, or at once in atomic mode)."""
+    audit.record(
+        session,
+        actor=job.client,
+        action="records.pushed",
+        submission_id=job.row.id,
+        result=result,
+        payload={"standard": job.found.standard, "version": job.found.version, **counts},
+    )
+
+
 def _write_chunk(
     job: _Job,
     ctx: JobContext,
@@ -553,24 +573,15 @@ def _write_chunk(
     if store:
         outcomes, late = _store(session, job, ctx, found.checked, ctx.clock.now())
         rejections = rejections + late
-        kinds = Counter(o["outcome"] for o in outcomes)
-        tally.created += kinds["created"]
-        tally.updated += kinds["updated"]
-        tally.unchanged += kinds["unchanged"]
+        kinds = tally.count(outcomes)
         if outcomes:
-            audit.record(
+            _audit_pushed(
                 session,
-                actor=job.client,
-                action="records.pushed",
-                submission_id=job.row.id,
-                result="chunk",
-                payload={
-                    "standard": job.found.standard,
-                    "version": job.found.version,
-                    "first_row": chunk[0].number,
-                    "last_row": chunk[-1].number,
-                    **{k: kinds[k] for k in ("created", "updated", "unchanged")},
-                },
+                job,
+                "chunk",
+                first_row=chunk[0].number,
+                last_row=chunk[-1].number,
+                **{k: kinds[k] for k in ("created", "updated", "unchanged")},
             )
     errors = _error_rows(job, ctx, {r.number: r for r in chunk}, rejections)
     if errors:
@@ -641,25 +652,16 @@ def _run_atomic(db: Database, ctx: JobContext, job: _Job, should_stop: Callable[
                     errors += _error_rows(job, ctx, {r.number: r for r in chunk}, rejections)
                     tally.add("errors", rejections)
                     continue
-                kinds = Counter(o["outcome"] for o in outcomes)
-                tally.created += kinds["created"]
-                tally.updated += kinds["updated"]
-                tally.unchanged += kinds["unchanged"]
+                tally.count(outcomes)
             if errors:
                 raise _AtomicRejected(errors)
-            audit.record(
+            _audit_pushed(
                 session,
-                actor=job.client,
-                action="records.pushed",
-                submission_id=job.row.id,
-                result="atomic",
-                payload={
-                    "standard": job.found.standard,
-                    "version": job.found.version,
-                    "created": tally.created,
-                    "updated": tally.updated,
-                    "unchanged": tally.unchanged,
-                },
+                job,
+                "atomic",
+                created=tally.created,
+                updated=tally.updated,
+                unchanged=tally.unchanged,
             )
             _finish(db, ctx, job.row, job.token, tally, None, session=session)
     except _AtomicRejected as rejected:

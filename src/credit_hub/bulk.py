@@ -76,16 +76,14 @@ def claim_rows(
         return []
     connection = session.connection()
     assert connection.dialect.name == "postgresql", "claim_rows() is for PostgreSQL"
-    columns, defaults = _with_defaults(table, tuple(rows[0]))
-    if defaults:
-        rows = [{**defaults, **row} for row in rows]
+    columns, rows = _with_defaults(table, rows)
     # DO UPDATE ... WHERE false locks the conflicting row and writes nothing (DO NOTHING
     # would neither lock it nor wait for it).
-    statement = (
-        f"INSERT INTO {table.name} ({', '.join(columns)}) "
-        f"SELECT * FROM unnest({_pg_arrays(table, columns)}) "
-        f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {key[0]} = excluded.{key[0]} WHERE false "
-        f"RETURNING {returning}"
+    statement = _pg_insert(
+        table,
+        columns,
+        f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET {key[0]} = excluded.{key[0]} "
+        f"WHERE false RETURNING {returning}",
     )
     result = connection.exec_driver_sql(statement, _pg_params(table, columns, rows))
     return [row[0] for row in result]
@@ -139,16 +137,11 @@ def _insert(
     if not rows:
         return 0
     connection = session.connection()
-    columns, defaults = _with_defaults(table, tuple(rows[0]))
-    if defaults:
-        rows = [{**defaults, **row} for row in rows]
+    columns, rows = _with_defaults(table, rows)
     if connection.dialect.name == "postgresql":
         if conflict is None:
             return _pg_copy(session, table, columns, rows)
-        statement = (
-            f"INSERT INTO {table.name} ({', '.join(columns)}) "
-            f"SELECT * FROM unnest({_pg_arrays(table, columns)}){conflict or ''}"
-        )
+        statement = _pg_insert(table, columns, conflict)
         return _pg_execute(session, statement, _pg_params(table, columns, rows))
     statement = (
         f"INSERT INTO {table.name} ({', '.join(columns)}) "
@@ -167,13 +160,15 @@ def _scalar_defaults(table: Table) -> dict[str, Any]:
     }
 
 
-def _with_defaults(
-    table: Table, columns: tuple[str, ...]
-) -> tuple[tuple[str, ...], dict[str, Any]]:
-    """The columns to write: the given ones plus those with a scalar Python default, as a Core
-    INSERT would (callable defaults, such as ids, the caller provides)."""
-    defaults = {k: v for k, v in _scalar_defaults(table).items() if k not in columns}
-    return (*columns, *defaults), defaults
+def _with_defaults(table: Table, rows: Rows) -> tuple[tuple[str, ...], Rows]:
+    """The columns to write and the rows: the given columns plus those with a scalar Python
+    default, filled in as a Core INSERT would (callable defaults, such as ids, the caller
+    provides)."""
+    given = tuple(rows[0])
+    defaults = {k: v for k, v in _scalar_defaults(table).items() if k not in given}
+    if defaults:
+        rows = [{**defaults, **row} for row in rows]
+    return (*given, *defaults), rows
 
 
 # -- SQLite -------------------------------------------------------------------------------------
@@ -241,6 +236,14 @@ def bind_rows(
 
 
 # -- PostgreSQL ---------------------------------------------------------------------------------
+
+
+def _pg_insert(table: Table, columns: tuple[str, ...], tail: str) -> str:
+    """`INSERT ... SELECT * FROM unnest(<one array per column>)` and `tail`."""
+    return (
+        f"INSERT INTO {table.name} ({', '.join(columns)}) "
+        f"SELECT * FROM unnest({_pg_arrays(table, columns)}){tail}"
+    )
 
 
 @lru_cache(maxsize=128)

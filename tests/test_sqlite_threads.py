@@ -70,3 +70,34 @@ def test_files_get_threads_of_their_own(tmp_path: Path) -> None:
     for engine, name in zip(engines, ("a.db", "b.db"), strict=True):
         threads.ensure(str(tmp_path / name), engine)
     assert _until(lambda: seen == {str(tmp_path / "a.db"), str(tmp_path / "b.db")})
+
+
+def test_a_file_replaced_under_its_path_ends_the_thread_and_gets_its_own(tmp_path: Path) -> None:
+    """A database deleted and created again while an engine on it lives: the thread of the
+    old file ends (its connection must not meet the new file's log), the new one gets its own."""
+    started: list[int] = []
+    ended: list[int] = []
+
+    def body(path: str, wanted: Callable[[], bool]) -> None:
+        started.append(Path(path).stat().st_ino)
+        while wanted():
+            time.sleep(0.01)
+        ended.append(started[len(ended)])
+
+    threads = DatabaseThreads("test-db-replaced", body)
+    database = tmp_path / "replaced.db"
+    path = str(database)
+    database.write_bytes(b"old")
+    engine = create_engine(f"sqlite:///{path}")
+    threads.ensure(path, engine)
+    assert _until(lambda: len(started) == 1)
+    old = started[0]
+
+    with database.open("rb"):  # open, as the thread's connection holds it: no inode reuse
+        database.unlink()
+        database.write_bytes(b"new")
+        assert _until(lambda: ended == [old])  # the engine still lives; the file changed
+        threads.ensure(path, engine)  # its next connection, to the new file
+        assert _until(lambda: len(started) == 2)
+        assert started[1] == database.stat().st_ino != old
+    engine.dispose()

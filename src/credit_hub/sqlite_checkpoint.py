@@ -56,9 +56,9 @@ def _run(path: str, wanted: Callable[[], bool]) -> None:
         return
     try:
         connection.execute("PRAGMA busy_timeout=100")  # for readers, when it holds the queue
-        while wanted():
+        while True:
             time.sleep(INTERVAL_SECONDS)
-            if not os.path.exists(path):
+            if not wanted():  # also when the file is gone or another one took its place
                 break
             checkpoint(connection, path)
     finally:

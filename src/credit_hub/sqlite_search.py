@@ -167,9 +167,9 @@ def open_indexer(database: str) -> sqlite3.Connection:
 def _run(path: str, wanted: Callable[[], bool]) -> None:
     connection: sqlite3.Connection | None = None
     try:
-        while wanted():
+        while True:
             time.sleep(INTERVAL_SECONDS)
-            if not os.path.exists(path):
+            if not wanted():  # also when the file is gone or another one took its place
                 break
             try:
                 # Opened in the loop: a first attempt can fail (the file is being created or

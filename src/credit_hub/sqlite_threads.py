@@ -4,7 +4,11 @@ engine on that file lives.
 The WAL checkpointer (`sqlite_checkpoint`) and the name indexer (`sqlite_search`) each keep one
 daemon thread per file. It starts on an engine's first connection, in the process that makes the
 connection (so after any fork), and ends once no engine on the file is left: engines are held
-weakly, and a later connection starts a new thread.
+weakly, and a later connection starts a new thread. A file is the file found at the path when
+the thread starts: when another file takes its place (a database deleted and created again, as
+tests do), the thread ends, and the new file gets a thread of its own. A thread still working
+on the old file through its open connection would otherwise meet the new file's log and
+shared-memory files under the same names.
 """
 
 from __future__ import annotations
@@ -17,7 +21,18 @@ from functools import partial
 
 from sqlalchemy import Engine
 
-Key = tuple[int, str]  # (process id, absolute path of the database)
+FileId = tuple[int, int] | None  # (device, inode); None while there is no file
+Key = tuple[int, str, FileId]  # (process id, absolute path of the database, its file)
+
+
+def file_id(path: str) -> FileId:
+    # A replaced file cannot reuse the old one's inode number while a thread's connection
+    # still holds the old file open.
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
 
 
 class DatabaseThreads:
@@ -33,7 +48,7 @@ class DatabaseThreads:
 
     def ensure(self, path: str, engine: Engine) -> None:
         """The thread for `path` runs (started if needed) at least as long as `engine` lives."""
-        key = (os.getpid(), path)
+        key = (os.getpid(), path, file_id(path))
         with self._lock:
             self._engines.setdefault(key, weakref.WeakSet()).add(engine)
             thread = self._threads.get(key)
@@ -50,7 +65,8 @@ class DatabaseThreads:
 
     def _wanted(self, key: Key) -> bool:
         with self._lock:
-            if self._engines.get(key):
+            if self._engines.get(key) and file_id(key[1]) == key[2]:
                 return True
             self._threads.pop(key, None)  # a later connection starts a new thread
+            self._engines.pop(key, None)
             return False

@@ -70,6 +70,8 @@ def test_publication_ends_then_retention_purges(
     assert {(v.personal_enc, str(v.data)) for v in versions} == {
         (None, str({"purged": True, "purged_on": "2032-04-03"}))
     }
+    records = session.scalars(select(Record).where(Record.id.in_(ids))).all()
+    assert {(r.fine_amount_wan, r.purged_at is not None) for r in records} == {(None, True)}
     person = session.get(Subject, person.id)
     assert person is not None
     assert person.person_id_enc is None

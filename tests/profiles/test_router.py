@@ -426,6 +426,39 @@ def test_screening(
     assert no_purpose.status_code == 422
 
 
+def test_screening_summarizes_as_the_profile_does_after_corrections(
+    app_client: TestClient, department: Caller, agency: Caller
+) -> None:
+    # Screening reads the fine and the window off the record row, the profile off the current
+    # version: a correction must move both.
+    uscc = factories.make_uscc(520)
+    first = factories.penalty(
+        1, counterpart_uscc=uscc, decision_date=recent(), fine_amount_wan="40"
+    )
+    other = factories.penalty(
+        2, counterpart_uscc=uscc, decision_date=recent(9), fine_amount_wan="3"
+    )
+    pushed(app_client, department, [first, other])
+
+    def summaries() -> tuple[Any, Any]:
+        screened = app_client.post(
+            "/v1/profiles/screen", json={"identifiers": [uscc]} | READ, headers=agency.headers
+        )
+        assert screened.status_code == 200, screened.text
+        return screened.json()["results"][0]["summary"], profile(app_client, agency, uscc).json()[
+            "summary"
+        ]
+
+    screened, profiled = summaries()
+    assert screened == profiled
+    assert screened["largest_fine_wan"] == "40"
+    pushed(app_client, department, [first | {"fine_amount_wan": "7.5"}])  # a correction
+    screened, profiled = summaries()
+    assert screened == profiled
+    assert screened["largest_fine_wan"] == "7.5"
+    assert screened["counts"] == {"administrative_penalty": 2}
+
+
 def test_search_by_chinese_name_prefix_and_identifier(
     app_client: TestClient,
     department: Caller,

@@ -482,6 +482,7 @@ _RECORD_BOUND = frozenset(
         "repair_from",
         "retain_until",
         "withheld_reason",
+        "fine_amount_wan",
         "created_at",
         "updated_at",
     }
@@ -755,9 +756,15 @@ def _record_row(
         "repair_from": derived.repair_from,
         "retain_until": _retain_until(until),
         "withheld_reason": withheld_reason(derived),  # nothing about minors is published
+        "fine_amount_wan": _fine(item.data),
         "created_at": now,
         "updated_at": now,
     }
+
+
+def _fine(data: dict[str, Any]) -> str | None:
+    fine = data.get("fine_amount_wan")
+    return None if fine is None else str(fine)
 
 
 def _retain_until(publish_until: date | None) -> date | None:

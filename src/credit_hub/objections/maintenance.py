@@ -117,7 +117,7 @@ def _purge(session: Session, today: date, now: datetime) -> tuple[int, int]:
         session.execute(
             update(Record)
             .where(Record.id.in_(ids))
-            .values(purged_at=now, updated_at=now)
+            .values(purged_at=now, updated_at=now, fine_amount_wan=None)
             .execution_options(synchronize_session=False)
         )
     subject_ids = sorted({r.subject_id for r in rows}, key=str)

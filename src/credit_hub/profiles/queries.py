@@ -88,20 +88,27 @@ def _visible_parts(
         ]
         if not include_withdrawn:
             conditions.append(~withdrawn_then)
+    # Summaries of today read the record table alone: a record carries its current version's
+    # publication window and fine (ingest writes both from the same derived values).
+    record_only = facts and not as_of
+    window = r if record_only else v
     if not include_unpublished:
         on = bindparam("on", type_=v.publish_from.type)
-        conditions += [v.publish_from <= on, or_(v.publish_until.is_(None), v.publish_until >= on)]
+        conditions += [
+            window.publish_from <= on,
+            or_(window.publish_until.is_(None), window.publish_until >= on),
+        ]
     columns: list[Any]
     if facts:
-        # Only what a summary needs: the fine is read out of the JSON by the database, so the
-        # (large) documents are neither sent nor parsed.
+        # Only what a summary needs: never the (large) documents.
+        fine = r.fine_amount_wan if record_only else v.data["fine_amount_wan"].as_string()
         columns = [
             r.subject_id,
             r.standard,
             status.label("status"),
             r.under_objection,
             r.decision_date,
-            v.data["fine_amount_wan"].as_string().label("fine"),
+            fine.label("fine"),
         ]
     else:
         columns = [
@@ -121,7 +128,7 @@ def _visible_parts(
             v.data,
             v.personal_enc,
         ]
-    joined = _RECORDS.join(_VERSIONS, version_join)
+    joined = _RECORDS if record_only else _RECORDS.join(_VERSIONS, version_join)
     if not facts:  # summaries need neither the department's name nor an order
         joined = joined.join(_CLIENTS, _CLIENTS.c.id == r.department_id)
     return columns, joined, conditions

@@ -50,6 +50,9 @@ class Record(Base):
     # Never published whatever its window says ("minor": the person was under 18 at the
     # decision); kept for the subject's own report and the department.
     withheld_reason: Mapped[str | None] = mapped_column(String(32))
+    # The current version's `fine_amount_wan` (exact decimal text), for summaries: they then
+    # read the record table alone.
+    fine_amount_wan: Mapped[str | None] = mapped_column(String(64))
     # Past retention: personal identifiers and payload erased by `credit-hub maintenance`.
     purged_at: Mapped[datetime | None]
 

@@ -5,20 +5,26 @@ and without an error for the caller. A write rolled back as one side of a deadlo
 from __future__ import annotations
 
 import os
+import sqlite3
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import Column, Engine, Integer, MetaData, Table, insert, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
+from credit_hub.access.models import ClientKind
+from credit_hub.app import create_app
 from credit_hub.config import Settings
 from credit_hub.db import Database, make_engine, make_sessionmaker, new_id, retryable
 from credit_hub.errors import ServiceUnavailable
+from tests import live
 
 RANDOM_BITS = (1 << 62) - 1 | ((1 << 12) - 1) << 64  # rand_a (12 bits) and rand_b (62 bits)
 
@@ -208,3 +214,40 @@ def test_other_errors_are_not_retried(retry_db: Database) -> None:
     assert not retryable(failed.value)
     assert runs == [1]
     assert _stored_runs(retry_db) == []
+
+
+@pytest.mark.parametrize(
+    ("kind", "path"),
+    [
+        (ClientKind.AGENCY, "/v1/subjects?q=示例科技"),
+        (ClientKind.AGENCY, "/v1/watchlist"),
+        (ClientKind.AGENCY, "/v1/subscriptions"),
+        (ClientKind.OPERATOR, "/v1/admin/clients"),
+        (ClientKind.OPERATOR, "/v1/admin/audit"),
+    ],
+)
+def test_read_only_routes_never_queue_for_the_sqlite_write_lock(
+    tmp_path: Path, kind: ClientKind, path: str
+) -> None:
+    # A search or a listing reads a snapshot: it must answer while a push holds the write lock
+    # (here another connection does), not wait for its turn (up to the 30 s busy timeout).
+    if live.SERVER_DATABASE_URL:
+        pytest.skip("SQLite's one write lock; PostgreSQL readers never wait for writers")
+    with live.dedicated_settings(tmp_path, "read_lock") as settings:
+        with live.sessions_on(settings) as sessions:
+            _, key = live.new_client(sessions, kind)
+        headers = {"Authorization": f"Bearer {key}"}
+        with TestClient(create_app(settings)) as client:
+            assert client.get(path, headers=headers).status_code == 200  # the key is known
+            database = settings.database_url.removeprefix("sqlite:///")
+            holder = sqlite3.connect(database, isolation_level=None)
+            holder.execute("BEGIN IMMEDIATE")
+            try:
+                started = time.monotonic()
+                answer = client.get(path, headers=headers)
+                waited = time.monotonic() - started
+            finally:
+                holder.rollback()
+                holder.close()
+    assert answer.status_code == 200, answer.text
+    assert waited < 5

@@ -315,3 +315,14 @@ def get_session(db: DbDep) -> Iterator[Session]:
 
 # scope="function" commits before the response is sent: a failed COMMIT is a 500, never a 201.
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+
+
+def get_read_session(db: DbDep) -> Iterator[Session]:
+    """A read-only transaction for a handler that writes nothing: on SQLite it reads a snapshot
+    and never queues for the write lock behind pushes (a write transaction holds it from its
+    first statement)."""
+    with db.read() as session:
+        yield session
+
+
+ReadSessionDep = Annotated[Session, Depends(get_read_session, scope="function")]

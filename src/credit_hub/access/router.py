@@ -20,7 +20,7 @@ from credit_hub.access.schemas import (
     KeyRead,
 )
 from credit_hub.audit import service as audit
-from credit_hub.db import SessionDep, utcnow
+from credit_hub.db import ReadSessionDep, SessionDep, utcnow
 from credit_hub.errors import (
     Conflict,
     Forbidden,
@@ -88,7 +88,7 @@ def create_client(
 
 
 @router.get("/clients", response_model=list[ClientRead], responses=_COMMON)
-def list_clients(session: SessionDep, operator: OperatorDep) -> list[ClientRead]:
+def list_clients(session: ReadSessionDep, operator: OperatorDep) -> list[ClientRead]:
     """Every registered client."""
     return [_client_read(c) for c in session.scalars(select(Client).order_by(Client.created_at))]
 
@@ -98,7 +98,7 @@ def list_clients(session: SessionDep, operator: OperatorDep) -> list[ClientRead]
     response_model=ClientRead,
     responses=problem_responses(Unauthorized, Forbidden, NotFound, RequestInvalid),
 )
-def get_client(client_id: uuid.UUID, session: SessionDep, operator: OperatorDep) -> ClientRead:
+def get_client(client_id: uuid.UUID, session: ReadSessionDep, operator: OperatorDep) -> ClientRead:
     """One client."""
     return _client_read(service.get_client(session, client_id))
 
@@ -165,7 +165,9 @@ def issue_key(
     response_model=list[KeyRead],
     responses=problem_responses(Unauthorized, Forbidden, NotFound, RequestInvalid),
 )
-def list_keys(client_id: uuid.UUID, session: SessionDep, operator: OperatorDep) -> list[KeyRead]:
+def list_keys(
+    client_id: uuid.UUID, session: ReadSessionDep, operator: OperatorDep
+) -> list[KeyRead]:
     """A client's keys (prefixes only; a key is never shown again)."""
     service.get_client(session, client_id)
     keys = session.scalars(

@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from credit_hub.access.auth import OperatorDep
 from credit_hub.audit.models import AuditEvent
-from credit_hub.db import SessionDep
+from credit_hub.db import ReadSessionDep
 from credit_hub.errors import Forbidden, RequestInvalid, Unauthorized, problem_responses
 
 router = APIRouter(prefix="/v1/admin/audit", tags=["admin"])
@@ -47,7 +47,7 @@ class AuditPage(BaseModel):
     responses=problem_responses(Unauthorized, Forbidden, RequestInvalid),
 )
 def list_audit_events(
-    session: SessionDep,
+    session: ReadSessionDep,
     operator: OperatorDep,
     client_id: uuid.UUID | None = None,
     subject_id: uuid.UUID | None = None,

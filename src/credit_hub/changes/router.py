@@ -18,7 +18,7 @@ from credit_hub.changes.schemas import (
     WatchRead,
 )
 from credit_hub.clock import ClockDep
-from credit_hub.db import DbDep, SessionDep
+from credit_hub.db import DbDep, ReadSessionDep, SessionDep
 from credit_hub.errors import (
     Forbidden,
     MalformedJson,
@@ -84,7 +84,7 @@ def list_changes(
     responses=problem_responses(Unauthorized, Forbidden, RequestInvalid),
 )
 def list_watchlist(
-    session: SessionDep,
+    session: ReadSessionDep,
     client: AgencyDep,
     after: Annotated[str | None, Query(description="The last key of the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,

@@ -21,7 +21,7 @@ from credit_hub.changes.schemas import (
     SubscriptionUpdate,
 )
 from credit_hub.clock import ClockDep
-from credit_hub.db import SessionDep
+from credit_hub.db import ReadSessionDep, SessionDep
 from credit_hub.errors import (
     Forbidden,
     MalformedJson,
@@ -70,7 +70,7 @@ def create_subscription(
     response_model=list[SubscriptionRead],
     responses=problem_responses(Unauthorized, Forbidden),
 )
-def list_subscriptions(session: SessionDep, client: AgencyDep) -> Any:
+def list_subscriptions(session: ReadSessionDep, client: AgencyDep) -> Any:
     """This agency's subscriptions."""
     return webhooks.list_for(session, client)
 
@@ -80,7 +80,7 @@ def list_subscriptions(session: SessionDep, client: AgencyDep) -> Any:
     response_model=SubscriptionRead,
     responses=_READ,
 )
-def get_subscription(subscription_id: uuid.UUID, session: SessionDep, client: AgencyDep) -> Any:
+def get_subscription(subscription_id: uuid.UUID, session: ReadSessionDep, client: AgencyDep) -> Any:
     """One subscription, with its failure count and why it was disabled, if it was."""
     return webhooks.get(session, client, subscription_id)
 

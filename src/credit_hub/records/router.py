@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 
 from credit_hub.access.auth import ClientDep, DepartmentDep
 from credit_hub.clock import ClockDep
-from credit_hub.db import SessionDep
+from credit_hub.db import ReadSessionDep, SessionDep
 from credit_hub.errors import (
     Conflict,
     Forbidden,
@@ -30,7 +30,7 @@ router = APIRouter(prefix="/v1/records", tags=["records"])
     responses=problem_responses(Unauthorized, NotFound, RequestInvalid),
 )
 def get_record(
-    record_id: uuid.UUID, request: Request, session: SessionDep, client: ClientDep
+    record_id: uuid.UUID, request: Request, session: ReadSessionDep, client: ClientDep
 ) -> RecordRead:
     """One record with its current version (the owning department, or an operator)."""
     return service.read(session, record_id, client, request.app.state.keyring)
@@ -42,7 +42,7 @@ def get_record(
     responses=problem_responses(Unauthorized, NotFound, RequestInvalid),
 )
 def get_record_history(
-    record_id: uuid.UUID, request: Request, session: SessionDep, client: ClientDep
+    record_id: uuid.UUID, request: Request, session: ReadSessionDep, client: ClientDep
 ) -> RecordHistory:
     """Every kept version of a record, oldest first."""
     return service.history(session, record_id, client, request.app.state.keyring)

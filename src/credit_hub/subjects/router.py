@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from credit_hub.access.auth import AgencyDep
 from credit_hub.access.models import Client, Scope
 from credit_hub.audit.models import AuditEvent
-from credit_hub.db import SessionDep
+from credit_hub.db import ReadSessionDep
 from credit_hub.errors import Forbidden, NotFound, RequestInvalid, Unauthorized, problem_responses
 from credit_hub.profiles.schemas import AccessEntry, AccessLog, SearchHit, SearchPage
 from credit_hub.selfservice.auth import SubjectOrOperatorDep
@@ -31,7 +31,7 @@ READ_ACTIONS = ("profile.read", "subject.looked_up", "profile.screened")
     responses=problem_responses(Unauthorized, Forbidden, RequestInvalid),
 )
 def search_subjects(
-    session: SessionDep,
+    session: ReadSessionDep,
     client: AgencyDep,
     q: Annotated[
         str,
@@ -76,7 +76,7 @@ def search_subjects(
 )
 def read_access_log(
     key: str,
-    session: SessionDep,
+    session: ReadSessionDep,
     caller: SubjectOrOperatorDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     before: Annotated[int | None, Query(description="Cursor: events older than this")] = None,

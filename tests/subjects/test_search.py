@@ -75,12 +75,11 @@ def _pages(session: Session, q: str) -> list[list[str]]:
 
 def _steps(statements: list[str]) -> int:
     """How far the PostgreSQL search of one page went (see search.py): 1, 2 or 3."""
-    if any(
-        "candidate AS MATERIALIZED" not in s and "LIKE" in s and "budget" not in s
-        for s in statements
-    ):
-        return 3
-    return 2 if any("candidate AS MATERIALIZED" in s for s in statements) else 1
+    walks = [i for i, s in enumerate(statements) if "ORDER BY w.id" in s]
+    indexed = [i for i, s in enumerate(statements) if "candidate AS MATERIALIZED" in s]
+    if not indexed:
+        return 1
+    return 3 if any(i > indexed[0] for i in walks) else 2
 
 
 @pytest.mark.parametrize(
@@ -116,3 +115,27 @@ def test_substring_pages_follow_positions(
             )
         ).one()
         assert tuple(settings) == ("on", "on", "on")
+
+
+def test_a_walk_that_finds_its_matches_far_off_ends_the_page_short(
+    session: Session, monkeypatch: pytest.MonkeyPatch, statements: list[str]
+) -> None:
+    # Fifteen matches (more than the index cap of 12) all after thirty other names: step 3
+    # walks 16 names a request (2 budgets), answers what it found with a cursor from there,
+    # and the pages together still hold every match, in order.
+    monkeypatch.setattr(search, "MIN_BUDGET", 2)
+    monkeypatch.setattr(search, "STEP3_BUDGETS", 2)
+    monkeypatch.setattr(search, "_substring_plan", lambda _: search._Plan(12, BUDGET, 0.0))
+    clustered = [f"聚集地新区{i}有限公司" for i in range(15)]
+    _add(session, [f"其他{i}号公司" for i in range(30)] + clustered)
+    statements.clear()
+    first, cursor = search.search(
+        session, "聚集地", limit=LIMIT, cursor=None, include_persons=False
+    )
+    pages = _pages(session, "聚集地")
+    assert [name for page in pages for name in page] == clustered
+    if session.get_bind().dialect.name == "postgresql":  # SQLite's index fills every page
+        assert (first, cursor is not None) == ([], True)
+        assert _steps(statements) == 3
+        # Each request walks 16 names: names 1-16 hold no match, 17-32 the first two.
+        assert [len(page) for page in pages[:2]] == [0, 2]

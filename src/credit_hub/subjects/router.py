@@ -45,7 +45,10 @@ def search_subjects(
     cursor: Annotated[str | None, Query(max_length=500)] = None,
 ) -> SearchPage:
     """Search subjects by current or former name, or by USCC, organization code,
-    registration number or subject id. Natural persons appear only for `personal_data`."""
+    registration number or subject id. Natural persons appear only for `personal_data`.
+
+    Page with `next_cursor` until it is null. Every request does a bounded amount of work, so
+    a page may hold fewer than `limit` hits, even none, while `next_cursor` is set."""
     hits, next_cursor = subject_search.search(
         session,
         q,

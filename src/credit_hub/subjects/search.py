@@ -104,8 +104,9 @@ def search(
         params["pattern"] = _like_pattern(q)
     elif len(q) >= 3:
         params["pattern"] = _like_pattern(q)
-        rows = _pg_substring(session, params, persons)
-        return _page(rows, limit)
+        rows, walked_to = _pg_substring(session, params, persons)
+        hits, cursor = _page(rows, limit)
+        return hits, cursor if walked_to is None else _cursor(walked_to)
     else:
         collate = "" if sqlite else ' COLLATE "C"'
         key = "sn.name || '|' || sn.id" if sqlite else "sn.name || '|' || sn.id::text"
@@ -148,12 +149,17 @@ def _page(rows: Sequence[Any], limit: int) -> tuple[list[Hit], str | None]:
 # 1. walk the next `budget` names in position order: enough for a common substring;
 # 2. read the matches through the trigram index if there are fewer than `cap`, and sort them:
 #    a rare substring (the index's bitmap of a very common one costs more than step 1);
-# 3. walk on until the page is full: a middling substring, with at least `cap` matches.
+# 3. walk on, at most STEP3_BUDGETS budgets, until the page is full: a middling substring, with
+#    at least `cap` matches, so that one name in budget / limit / 2 or so matches on average.
+#    Should its matches lie further away (names of one new district, all recent), the page
+#    ends where the walk stopped, short, with a cursor from there: every request does
+#    bounded work, never a scan of all names.
 # A name walked costs about 0.6 µs and a match read through the index about 3 µs, so for N
 # names the worst of steps 1 and 2 is least with a budget near sqrt(105 N): a page costs
 # O(sqrt(N)) at worst, not O(N).
 WALK_FACTOR = 105
 MIN_BUDGET = 2000  # the least walk budget, and the least index cap
+STEP3_BUDGETS = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,13 +213,17 @@ _PG_INDEXED = """
     ORDER BY page.name_id"""
 
 
-def _pg_substring(session: Session, params: dict[str, Any], persons: str) -> Sequence[Any]:
-    """PostgreSQL: a page of names containing a substring, in position order (see above)."""
+def _pg_substring(
+    session: Session, params: dict[str, Any], persons: str
+) -> tuple[Sequence[Any], str | None]:
+    """PostgreSQL: a page of names containing a substring, in position order (see above), and
+    where the next page starts if the walk of step 3 stopped short (else None: as the rows
+    say)."""
     plan = _substring_plan(session)
-    walk = _PG_WALK.format(persons=persons, budget="LIMIT :budget")
-    rows = session.execute(text(walk), params | {"budget": plan.budget}).all()
+    walk = text(_PG_WALK.format(persons=persons, budget="LIMIT :budget"))
+    rows = session.execute(walk, params | {"budget": plan.budget}).all()
     if len(rows) >= params["limit"]:
-        return rows
+        return rows, None
     # Step 1 found fewer than `limit` in `budget` names: in all, about names * limit / budget
     # or fewer. Twice that many, and step 3 will walk fewer names than step 1 did per page.
     cap = max(MIN_BUDGET, 2 * params["limit"] * plan.names // plan.budget)
@@ -221,9 +231,21 @@ def _pg_substring(session: Session, params: dict[str, Any], persons: str) -> Seq
         indexed = _PG_INDEXED.format(persons=persons)
         found = session.execute(text(indexed), params | {"cap": cap}).all()
     if found[0].candidates < cap:
-        return [row for row in found if row.position is not None]
+        return [row for row in found if row.position is not None], None
+    longest = STEP3_BUDGETS * plan.budget
     with _planner(session, "enable_seqscan", "enable_bitmapscan"):  # positions in order
-        return session.execute(text(_PG_WALK.format(persons=persons, budget="")), params).all()
+        rows = session.execute(walk, params | {"budget": longest}).all()
+        if len(rows) >= params["limit"]:
+            return rows, None
+        walked_to = session.execute(_WALKED_TO, params | {"offset": longest - 1}).scalar()
+    return rows, walked_to
+
+
+# The position of the name `offset` names past the cursor: where a walk stopped.
+_WALKED_TO = text("""
+    SELECT sn.id::text FROM subject_name sn
+    WHERE CAST(:after AS uuid) IS NULL OR sn.id > CAST(:after AS uuid)
+    ORDER BY sn.id OFFSET :offset LIMIT 1""")
 
 
 @contextmanager

@@ -199,12 +199,13 @@ _PG_INDEXED = """
     WITH candidate AS MATERIALIZED (
         SELECT sn.id, sn.subject_id, sn.name FROM subject_name sn
         WHERE sn.name LIKE :pattern LIMIT :cap
-    ), page AS (
+    ), page AS (  -- candidates sorted first: subjects are looked up for one page only
         SELECT c.id AS name_id, c.name AS matched, s.id, s.kind, s.name, s.uscc, s.division
-        FROM candidate c
+        FROM (SELECT * FROM candidate
+              WHERE CAST(:after AS uuid) IS NULL OR id > CAST(:after AS uuid)
+              ORDER BY id) AS c
         JOIN subject s ON s.id = c.subject_id
-        WHERE (CAST(:after AS uuid) IS NULL OR c.id > CAST(:after AS uuid))
-          AND s.merged_into_id IS NULL {persons}
+        WHERE s.merged_into_id IS NULL {persons}
         ORDER BY c.id LIMIT :limit
     )
     SELECT (SELECT count(*) FROM candidate) AS candidates, page.name_id::text AS position,

@@ -112,6 +112,11 @@ def fresh_database(kind: str, records: int) -> str:
     raise BenchError(f"unknown database {kind!r} (sqlite or postgres)")
 
 
+def _sqlite_files(url: str) -> list[Path]:
+    """The database file of a SQLite URL under bench/out and the files beside it (log, index)."""
+    return list(OUT.glob(url.rsplit("/", 1)[-1] + "*"))
+
+
 def warm_store(kind: str, url: str) -> float:
     """Read the whole store once into the operating system's cache (seconds taken): on a
     machine whose cache dropped it (other work, a CI run) reads would otherwise measure the
@@ -119,8 +124,7 @@ def warm_store(kind: str, url: str) -> float:
     the extension is installed; SQLite: the files, sequentially."""
     began = time.monotonic()
     if kind == "sqlite":
-        name = url.rsplit("/", 1)[-1]
-        for path in OUT.glob(name + "*"):
+        for path in _sqlite_files(url):
             with path.open("rb") as file:
                 while file.read(1 << 24):
                     pass
@@ -141,8 +145,7 @@ def warm_store(kind: str, url: str) -> float:
 
 def database_mb(kind: str, url: str) -> float:
     if kind == "sqlite":
-        name = url.rsplit("/", 1)[-1]
-        return sum(p.stat().st_size for p in OUT.glob(name + "*")) / 2**20
+        return sum(p.stat().st_size for p in _sqlite_files(url)) / 2**20
     with psycopg.connect(url) as connection:
         row = connection.execute("SELECT pg_database_size(current_database())").fetchone()
     return (row[0] if row else 0) / 2**20

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import orjson
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
@@ -506,6 +508,29 @@ def test_search_by_chinese_name_prefix_and_identifier(
         "/v1/subjects", params={"q": "有限", "cursor": "###"}, headers=agency.headers
     )
     assert bad.status_code == 422
+
+
+@pytest.mark.parametrize(
+    ("q", "position"),
+    [
+        ("有限公司", "notauuid"),  # a substring search's position: a rowid or a row id
+        ("有限", 12),  # a prefix search's: a name and an id
+        *[(q, p) for q in ("有限公司", "有限") for p in ([1], {"a": 1}, "x" * 301, None)],
+    ],
+)
+def test_a_forged_search_cursor_is_a_422_not_a_500(
+    app_client: TestClient, agency: Caller, q: str, position: object
+) -> None:
+    cursor = base64.urlsafe_b64encode(orjson.dumps({"p": position})).decode().rstrip("=")
+    response = app_client.get(
+        "/v1/subjects", params={"q": q, "cursor": cursor}, headers=agency.headers
+    )
+    if position is None:  # the first page, as without a cursor
+        assert response.status_code == 200, response.text
+        return
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["errors"][0]["code"] == "cursor.invalid"
 
 
 def test_search_finds_former_names(

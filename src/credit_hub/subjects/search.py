@@ -46,17 +46,34 @@ def _cursor(position: Any) -> str:
     return base64.urlsafe_b64encode(orjson.dumps({"p": position})).decode().rstrip("=")
 
 
-def _position(cursor: str | None) -> Any:
+def _position(cursor: str | None, kind: str) -> Any:
+    """The position a cursor carries, checked to be of the search's kind: a SQLite rowid
+    (`rowid`), a name row's id (`uuid`) or a name and id (`text`). A cursor forged or made by
+    another kind of search is a 422, never a failed statement."""
     if not cursor:
         return None
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
-        return orjson.loads(base64.urlsafe_b64decode(padded))["p"]
+        position = orjson.loads(base64.urlsafe_b64decode(padded))["p"]
     except (ValueError, KeyError, TypeError, orjson.JSONDecodeError):
+        position = _INVALID
+    if position is None:
+        return None
+    if kind == "rowid":
+        valid = type(position) is int and 0 <= position < 2**63
+    else:
+        valid = isinstance(position, str) and len(position) <= _MAX_POSITION
+        valid = valid and (kind == "text" or _is_uuid(position))
+    if not valid:
         raise RequestInvalid(
             "The cursor is not one this service gave out.",
             errors=[{"parameter": "cursor", "code": "cursor.invalid", "message": "bad cursor"}],
-        ) from None
+        )
+    return position
+
+
+_INVALID = object()
+_MAX_POSITION = 300  # a name (at most 200 characters), "|" and an id
 
 
 def _looks_like_identifier(q: str) -> bool:
@@ -94,9 +111,9 @@ def search(
         if subject.kind == SubjectKind.NATURAL_PERSON and not include_persons:
             return [], None
         return [_hit(subject, subject.name)], None
-    position = _position(cursor)
     persons = "" if include_persons else "AND s.kind != 'natural_person'"
     sqlite = session.get_bind().dialect.name == "sqlite"
+    position = _position(cursor, ("rowid" if sqlite else "uuid") if len(q) >= 3 else "text")
     params: dict[str, Any] = {"limit": limit + 1, "after": position}
     if len(q) >= 3 and sqlite:
         sql, through = _sqlite_substring(session, persons)

@@ -60,7 +60,8 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import _server
+from bench import _machine, _server
+from bench._machine import clear_caches
 from bench._server import BenchError, Server
 from bench.data import DEPARTMENT_USCC, licence, penalty
 from credit_hub.access.service import Principal
@@ -70,9 +71,7 @@ from credit_hub.db import make_engine, make_sessionmaker
 from credit_hub.ingest.schemas import Mode
 from credit_hub.ingest.service import body_digest, check_records, store
 from credit_hub.keyring import load_keyring
-from credit_hub.standards import engine as engine_module
 from credit_hub.standards.registry import Standards
-from credit_hub.subjects import identifiers as ids
 
 PENALTY = "administrative_penalty"
 LICENSING = "administrative_licensing"
@@ -365,12 +364,6 @@ class Ceiling:
         return 1 / (1 / self.check_rate + 1 / self.store_rate)
 
 
-def _clear_caches() -> None:
-    ids.is_valid_uscc.cache_clear()
-    engine_module._uscc_ok.cache_clear()
-    engine_module.parse_date.cache_clear()
-
-
 def measure_ceiling(
     server: Server, department_id: UUID, pushed: list[Prepared], fresh: list[Fill]
 ) -> Ceiling:
@@ -412,7 +405,7 @@ def _measure_ceiling(
     )
 
     decoded = [(found[p.standard], orjson.loads(p.body)["records"]) for p in pushed]
-    _clear_caches()
+    clear_caches()
     started = time.perf_counter()
     for version, records in decoded:
         _good, rejected, _warnings = check_records(
@@ -714,8 +707,9 @@ def _verdict(ok: bool) -> str:
     return "met" if ok else "NOT met"
 
 
-def summarize(results: list[Figures]) -> None:
+def summarize(results: list[Figures], machine_rate: float) -> None:
     print("\n=== summary")
+    print(_machine.describe(machine_rate))
     header = (
         f"{'db':<9}{'HTTP rec/s':>11}{'p50 ms':>8}{'p95 ms':>8}{'p99 ms':>8}{'check/s':>10}"
         f"{'store/s':>10}{'HTTP/ceil':>10}{'RSS MB before->peak':>22}{'grown':>16}"
@@ -781,6 +775,8 @@ def main() -> int:
     parser.add_argument("--profile", type=Path, help="py-spy raw stacks of each worker here")
     args = parser.parse_args()
     databases = [d.strip() for d in args.db.split(",") if d.strip()]
+    machine_rate = _machine.validate_rate()
+    print(_machine.describe(machine_rate))
     results = []
     for database in databases:
         figures = Figures(database)
@@ -793,7 +789,7 @@ def main() -> int:
         except Exception as exc:  # report it and go on with the next database
             print("  ERROR: " + "".join(traceback.format_exception(exc)[-12:]))
             figures.errors.append(f"{type(exc).__name__}: {str(exc).splitlines()[0]}")
-    summarize(results)
+    summarize(results, machine_rate)
     errors = [f"{f.database}: {e}" for f in results for e in f.errors]
     for error in errors:
         print(f"error: {error}")

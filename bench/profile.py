@@ -59,7 +59,7 @@ from sqlalchemy import Engine, event
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import _http, _loader, _server
+from bench import _http, _loader, _machine, _server
 from bench._server import BIN, ROOT, BenchError, Server
 from credit_hub.access.service import authenticate
 from credit_hub.audit import service as audit
@@ -883,8 +883,9 @@ def _verdict(ok: bool) -> str:
     return "met" if ok else "NOT met"
 
 
-def summarize(stores: dict[str, Store], results: list[Figures]) -> None:
+def summarize(stores: dict[str, Store], results: list[Figures], machine_rate: float) -> None:
     print("\n=== summary (ms; req/s)")
+    print(_machine.describe(machine_rate))
     print(
         f"{'db':<9}{'W':>2}{'prof1 p50':>10}{'p99':>7}{'req/s':>7}"
         f"{'prof8 req/s':>12}{'p50':>7}{'p99':>7}{'substr p50':>11}{'p99':>7}"
@@ -930,19 +931,22 @@ def summarize(stores: dict[str, Store], results: list[Figures]) -> None:
     )
 
 
-def save(stores: dict[str, Store], results: list[Figures]) -> None:
+def save(stores: dict[str, Store], results: list[Figures], machine_rate: float) -> None:
     saved: dict[str, Any] = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     for f in results:
         store = stores[f.database]
         saved.setdefault(f.database, {}).setdefault(str(store.records), {})[str(f.workers)] = {
             "at": datetime.now(UTC).isoformat(timespec="seconds"),
             "subjects": store.subjects,
+            MACHINE: machine_rate,
             **_row(f),
         }
     RESULTS.write_text(json.dumps(saved, indent=1))
 
 
 HIGHER_IS_BETTER = ("profile1_rate", "profile8_rate")
+MACHINE = "machine_validate_rate"  # bench/_machine.py's reference figure of the run
+MACHINES_DIFFER = 0.15
 
 
 def scale_note() -> None:
@@ -959,7 +963,17 @@ def scale_note() -> None:
         for workers in sorted(set(small) & set(large)):
             found = True
             print(f"  {database}, {workers} worker(s): metric 1M -> 3M -> 10M estimate (x 1M)")
+            speeds = small[workers].get(MACHINE), large[workers].get(MACHINE)
+            if None in speeds:
+                print("    (a run without the machine's reference figure: compare with care)")
+            elif abs(speeds[1] / speeds[0] - 1) > MACHINES_DIFFER:
+                print(
+                    f"    WARNING: the machine ran validate() at {speeds[0]:,.0f}/s for the 1M "
+                    f"run and {speeds[1]:,.0f}/s for the 3M run: the estimate mixes machines"
+                )
             for metric, at1 in small[workers].items():
+                if metric == MACHINE:
+                    continue
                 at3 = large[workers].get(metric)
                 if not isinstance(at1, float) or not isinstance(at3, float) or at1 <= 0:
                     continue
@@ -1006,6 +1020,8 @@ def main() -> int:
     if args.profile and args.profile.exists():
         shutil.rmtree(args.profile)
     OUT.mkdir(parents=True, exist_ok=True)
+    machine_rate = _machine.validate_rate()
+    print(_machine.describe(machine_rate))
     databases = [d.strip() for d in args.db.split(",") if d.strip()]
     worker_counts = [int(w) for w in args.workers.split(",") if w.strip()]
     stores: dict[str, Store] = {}
@@ -1026,9 +1042,9 @@ def main() -> int:
         except BenchError as exc:
             print(f"  ERROR: {exc}")
             errors.append(f"{database}: {exc}")
-    summarize(stores, results)
+    summarize(stores, results, machine_rate)
     if args.profile is None:  # figures taken under py-spy are not kept for --scale
-        save(stores, results)
+        save(stores, results, machine_rate)
     if 3_000_000 in {s.records for s in stores.values()}:
         scale_note()
     for error in errors:

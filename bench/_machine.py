@@ -1,0 +1,51 @@
+"""How fast this machine runs the hub's own Python today, printed beside a benchmark's figures.
+
+The issues' targets name absolute figures "on this 2-core machine", but the machines the
+benchmarks ran on differed by more than two to one from session to session (same code, same
+data): without a reference printed with them, figures of different runs cannot be compared.
+The reference is `bench/validate.py`'s validate() rate on one core (pure Python and
+jsonschema-rs, no I/O), taken in a few seconds at the start of a run.
+"""
+
+from __future__ import annotations
+
+import time
+
+from bench.data import penalty_batch
+from credit_hub.config import get_settings
+from credit_hub.standards import engine as engine_module
+from credit_hub.standards.registry import Standards
+from credit_hub.subjects import identifiers as ids
+
+# validate() records/s where the third session measured its figures (docs/performance.md):
+# the machine on which the ingestion and read targets came closest to being met.
+REFERENCE_RATE = 150_045
+
+
+def clear_caches() -> None:
+    """Forget every identifier and date the engine has checked: each round checks afresh."""
+    ids.is_valid_uscc.cache_clear()
+    engine_module._uscc_ok.cache_clear()
+    engine_module.parse_date.cache_clear()
+
+
+def validate_rate(rounds: int = 10) -> float:
+    """validate() records/s on a 1,000-record penalty batch, the best of `rounds`."""
+    engine = Standards.load(get_settings().schemas_dir).resolve("administrative_penalty").engine
+    batch = penalty_batch(1000)
+    best = float("inf")
+    for _ in range(rounds):
+        clear_caches()
+        started = time.perf_counter()
+        for record in batch:
+            engine.validate(record)
+        best = min(best, time.perf_counter() - started)
+    return len(batch) / best
+
+
+def describe(rate: float) -> str:
+    return (
+        f"machine: validate() {rate:,.0f} records/s on one core, {rate / REFERENCE_RATE:.0%} of "
+        f"the reference machine's {REFERENCE_RATE:,} (docs/performance.md); figures of runs on "
+        "machines of different speed do not compare"
+    )

@@ -1,0 +1,63 @@
+"""`bench/profile.py --scale`: the 10M estimate from saved 1M and 3M runs, and its warning when
+the two runs were taken on machines of different speed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from bench import profile
+
+
+def _save(path: Path, rates: tuple[float | None, float | None]) -> None:
+    def run(p99: float, rate: float | None) -> dict[str, object]:
+        row: dict[str, object] = {"substring_p99": p99, "profile8_rate": 800.0}
+        if rate is not None:
+            row[profile.MACHINE] = rate
+        return row
+
+    saved = {
+        "postgres": {"1000000": {"2": run(10.0, rates[0])}, "3000000": {"2": run(15.0, rates[1])}}
+    }
+    path.write_text(json.dumps(saved))
+
+
+def _note(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    rates: tuple[float | None, float | None],
+) -> str:
+    results = tmp_path / "profile-results.json"
+    _save(results, rates)
+    monkeypatch.setattr(profile, "RESULTS", results)
+    profile.scale_note()
+    return capsys.readouterr().out
+
+
+def test_the_estimate_extrapolates_the_growth_from_1m_to_3m(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = _note(tmp_path, monkeypatch, capsys, (70_000.0, 72_000.0))
+    lines = {line.split()[0]: line for line in out.splitlines() if line.startswith("    ")}
+    # 10 -> 15 ms over x3 is x1.5; x10/3 more: 15 * 1.5^(log(10/3) / log 3) = 23.39 ms.
+    assert lines["substring_p99"].split()[1:4] == ["10.00", "15.00", "23.39"]
+    assert "x2.34 worse (NOT met" in lines["substring_p99"]
+    assert "x1.00 worse (met" in lines["profile8_rate"]
+    assert profile.MACHINE not in lines
+    assert "WARNING" not in out
+
+
+def test_runs_on_machines_of_different_speed_are_flagged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = _note(tmp_path, monkeypatch, capsys, (150_000.0, 70_000.0))
+    assert "WARNING: the machine ran validate() at 150,000/s for the 1M run and 70,000/s" in out
+
+
+def test_runs_without_the_reference_figure_are_flagged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = _note(tmp_path, monkeypatch, capsys, (None, 70_000.0))
+    assert "a run without the machine's reference figure" in out

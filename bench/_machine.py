@@ -43,9 +43,16 @@ def validate_rate(rounds: int = 10) -> float:
     return len(batch) / best
 
 
-def describe(rate: float) -> str:
+def describe(*rates: float) -> str:
+    """The reference figure(s) of a run: taken at its start and, when given, at its end (this
+    machine's speed has been seen to change by half within minutes)."""
+    low, high = min(rates), max(rates)
+    measured = f"{rates[0]:,.0f} records/s"
+    if len(rates) > 1:
+        measured += f" at the start, {rates[-1]:,.0f} at the end"
+    share = f"{low / REFERENCE_RATE:.0%}" + ("" if high == low else f"-{high / REFERENCE_RATE:.0%}")
     return (
-        f"machine: validate() {rate:,.0f} records/s on one core, {rate / REFERENCE_RATE:.0%} of "
-        f"the reference machine's {REFERENCE_RATE:,} (docs/performance.md); figures of runs on "
-        "machines of different speed do not compare"
+        f"machine: validate() on one core {measured}, {share} of the reference machine's "
+        f"{REFERENCE_RATE:,} (docs/performance.md); figures of runs on machines of different "
+        "speed do not compare"
     )

@@ -707,9 +707,9 @@ def _verdict(ok: bool) -> str:
     return "met" if ok else "NOT met"
 
 
-def summarize(results: list[Figures], machine_rate: float) -> None:
+def summarize(results: list[Figures], machine_rates: tuple[float, float]) -> None:
     print("\n=== summary")
-    print(_machine.describe(machine_rate))
+    print(_machine.describe(*machine_rates))
     header = (
         f"{'db':<9}{'HTTP rec/s':>11}{'p50 ms':>8}{'p95 ms':>8}{'p99 ms':>8}{'check/s':>10}"
         f"{'store/s':>10}{'HTTP/ceil':>10}{'RSS MB before->peak':>22}{'grown':>16}"
@@ -789,7 +789,7 @@ def main() -> int:
         except Exception as exc:  # report it and go on with the next database
             print("  ERROR: " + "".join(traceback.format_exception(exc)[-12:]))
             figures.errors.append(f"{type(exc).__name__}: {str(exc).splitlines()[0]}")
-    summarize(results, machine_rate)
+    summarize(results, (machine_rate, _machine.validate_rate()))
     errors = [f"{f.database}: {e}" for f in results for e in f.errors]
     for error in errors:
         print(f"error: {error}")

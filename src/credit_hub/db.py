@@ -28,6 +28,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
+from starlette.concurrency import run_in_threadpool
 
 from credit_hub import sqlite_checkpoint, sqlite_search, sqlite_writers
 from credit_hub.config import Settings
@@ -296,6 +297,18 @@ class Database:
             session.connection(execution_options={"read_only": True})
             yield session
             session.rollback()
+
+    async def read_in_thread(self, work: Callable[[Session], T]) -> T:
+        """`work` in a read-only transaction (`read()`), in one hop to the thread pool, for an
+        async handler. A sync handler with `ReadSessionDep` pays three hops (the dependency's
+        enter and exit in the pool, then the handler): on a slow 2-core machine each cost ~200
+        µs of CPU, and a search ~25% less CPU in one."""
+
+        def run() -> T:
+            with self.read() as session:
+                return work(session)
+
+        return await run_in_threadpool(run)
 
 
 async def get_db(request: Request) -> Database:

@@ -50,7 +50,9 @@ def describe(*rates: float) -> str:
     measured = f"{rates[0]:,.0f} records/s"
     if len(rates) > 1:
         measured += f" at the start, {rates[-1]:,.0f} at the end"
-    share = f"{low / REFERENCE_RATE:.0%}" + ("" if high == low else f"-{high / REFERENCE_RATE:.0%}")
+    share = f"{low / REFERENCE_RATE:.0%}"
+    if f"{high / REFERENCE_RATE:.0%}" != share:
+        share += f"-{high / REFERENCE_RATE:.0%}"
     return (
         f"machine: validate() on one core {measured}, {share} of the reference machine's "
         f"{REFERENCE_RATE:,} (docs/performance.md); figures of runs on machines of different "

@@ -19,7 +19,9 @@ from credit_hub.standards.registry import Standards
 from credit_hub.subjects import identifiers as ids
 
 # validate() records/s where the third session measured its figures (docs/performance.md):
-# the machine on which the ingestion and read targets came closest to being met.
+# the machine on which the ingestion and read targets came closest to being met. That figure
+# is bench/validate.py's best of 30 rounds; the median taken here reads a few percent lower
+# on a steady machine.
 REFERENCE_RATE = 150_045
 
 

@@ -10,7 +10,7 @@ import orjson
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
 from credit_hub.access.models import ClientKind
@@ -380,6 +380,44 @@ def test_subject_keeps_its_name_history(
         "旧名称有限公司": ("2024-05-01", "2025-01-10"),
         "新名称有限公司": ("2026-03-10", "2026-03-10"),
     }
+
+
+def test_a_known_name_is_written_only_when_its_days_widen(
+    app_client: TestClient, department: Caller, session: Session
+) -> None:
+    uscc = factories.make_uscc(98)
+
+    def penalty(n: int, day: str) -> dict[str, Any]:
+        return factories.penalty(
+            n, counterpart_uscc=uscc, counterpart_name="某某贸易有限公司", decision_date=day
+        )
+
+    push(app_client, department, [penalty(1, "2025/01/10"), penalty(2, "2026/03/10")])
+    written: list[str] = []
+
+    def listen(*args: Any) -> None:
+        if (
+            str(args[2])
+            .lstrip()
+            .upper()
+            .startswith(("INSERT INTO SUBJECT_NAME", "COPY SUBJECT_NAME"))
+        ):
+            written.append(str(args[2]))
+
+    engine = session.get_bind().engine
+    event.listen(engine, "before_cursor_execute", listen)
+    try:
+        push(app_client, department, [penalty(3, "2025/06/01")])  # within the known days
+        assert written == []
+        push(app_client, department, [penalty(4, "2026/05/01")])  # one day later than known
+        assert len(written) == 1
+    finally:
+        event.remove(engine, "before_cursor_execute", listen)
+    names = [
+        (n.name, n.first_seen_on.isoformat(), n.last_seen_on.isoformat())
+        for n in session.scalars(select(SubjectName))
+    ]
+    assert names == [("某某贸易有限公司", "2025-01-10", "2026-05-01")]
 
 
 def test_publication_window_is_stored(

@@ -16,7 +16,8 @@ from datetime import date
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Row, Select, bindparam, select, update
+import orjson
+from sqlalchemy import Row, Select, bindparam, select, text, update
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
@@ -305,12 +306,44 @@ _WIDEN_SPAN = {
 }
 
 
-@lru_cache(maxsize=4)
-def _names_statement(dialect: Dialect) -> Select[Any]:
-    c = table(SubjectName).c
-    return select(c.subject_id, c.name, c.first_seen_on, c.last_seen_on).where(
-        bulk.in_values(c.subject_id, "ids", dialect)
-    )
+# Of the (subject, name, first, last) spans given, the positions of those a stored name row
+# already covers: their subject had that name on those days already. One statement for the
+# batch with one parameter per column (a JSON array on SQLite), through the unique index on
+# (subject_id, name); only positions come back, so nothing is converted per row.
+_COVERED_SQLITE = """
+    SELECT w.key FROM json_each(:spans) AS w
+    JOIN subject_name sn ON sn.subject_id = json_extract(w.value, '$[0]')
+        AND sn.name = json_extract(w.value, '$[1]')
+    WHERE sn.first_seen_on <= json_extract(w.value, '$[2]')
+      AND sn.last_seen_on >= json_extract(w.value, '$[3]')"""
+_COVERED_POSTGRESQL = """
+    SELECT w.i - 1 FROM unnest(CAST(:ids AS uuid[]), CAST(:names AS text[]),
+                               CAST(:firsts AS date[]), CAST(:lasts AS date[]))
+        WITH ORDINALITY AS w(subject_id, name, first_seen_on, last_seen_on, i)
+    JOIN subject_name sn ON sn.subject_id = w.subject_id AND sn.name = w.name
+    WHERE sn.first_seen_on <= w.first_seen_on AND sn.last_seen_on >= w.last_seen_on"""
+
+
+def _covered(
+    session: Session, spans: Sequence[tuple[tuple[uuid.UUID, str], tuple[date, date]]]
+) -> set[int]:
+    if not spans:
+        return set()
+    if session.get_bind().dialect.name == "postgresql":
+        params: dict[str, Any] = {
+            "ids": [subject_id for (subject_id, _), _ in spans],
+            "names": [name for (_, name), _ in spans],
+            "firsts": [first for _, (first, _) in spans],
+            "lasts": [last for _, (_, last) in spans],
+        }
+        statement = _COVERED_POSTGRESQL
+    else:
+        rows = [
+            (subject_id.hex, name, first.isoformat(), last.isoformat())
+            for (subject_id, name), (first, last) in spans
+        ]
+        params, statement = {"spans": orjson.dumps(rows).decode()}, _COVERED_SQLITE
+    return set(session.execute(text(statement), params).scalars())
 
 
 def _record_names(
@@ -328,19 +361,12 @@ def _record_names(
         spans[(subject_id, ref.name)] = (min(first, day), max(last, day))
     if not spans:
         return
-    known: dict[tuple[uuid.UUID, str], tuple[date, date]] = {}
-    # Subjects this batch created have no name history to read.
-    older = {subject_id for subject_id, _ in spans} - learned.created
-    stmt = _names_statement(session.get_bind().dialect)
-    for chunk in _chunks(sorted(older, key=_as_int)):
-        spans_known = session.execute(stmt, {"ids": list(chunk)})
-        known.update({(row[0], row[1]): (row[2], row[3]) for row in spans_known})
     # Write only what is new or widens a span: a re-push of known names writes nothing.
-    changed = {
-        key: span
-        for key, span in spans.items()
-        if key not in known or span[0] < known[key][0] or span[1] > known[key][1]
-    }
+    # Subjects this batch created have no name history to compare with.
+    older = [(key, span) for key, span in spans.items() if key[0] not in learned.created]
+    covered = _covered(session, older)
+    changed = {key: span for key, span in spans.items() if key[0] in learned.created}
+    changed |= {key: span for at, (key, span) in enumerate(older) if at not in covered}
     name_rows = [
         {"id": new_id(), "subject_id": s, "name": n, "first_seen_on": f, "last_seen_on": last}
         for (s, n), (f, last) in sorted(changed.items(), key=lambda kv: (kv[0][0].int, kv[0][1]))
@@ -377,10 +403,6 @@ def _record_names(
             changes.append({"id": subject_id, "name": name, "name_seen_on": day})
     if changes:  # renamed subjects only: usually few
         bulk.update_rows(session, table(Subject), changes, key=["id"])
-
-
-def _as_int(value: uuid.UUID) -> int:
-    return value.int
 
 
 def merge_waiting(session: Session, into: uuid.UUID, waiting: uuid.UUID) -> None:

@@ -96,7 +96,8 @@ class Settings(BaseSettings):
     webhooks_read_timeout: float = 10.0
     webhooks_concurrency: int = 16
     webhooks_batch: int = 500
-    webhooks_poll_seconds: float = 0.2
+    webhooks_poll_seconds: float = 0.2  # the first wait after a round that found nothing due
+    webhooks_idle_poll_seconds: float = 1.0  # the longest: idle waits double up to it
     webhooks_lease_seconds: float = (
         60.0  # a claimed delivery is retried after this if its worker dies
     )

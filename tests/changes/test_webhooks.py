@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import threading
 import time
 import uuid
 from typing import Any
@@ -304,3 +305,34 @@ def test_secret_rotation_and_deletion(
     ] == [created["id"]]
     assert app_client.delete(url, headers=agency.headers).status_code == 204
     assert app_client.get(url, headers=agency.headers).status_code == 404
+
+
+class _Stop(threading.Event):
+    """A stop event that records how long the worker waited each time, and stops it after
+    `rounds` waits."""
+
+    def __init__(self, rounds: int) -> None:
+        super().__init__()
+        self.waits: list[float] = []
+        self.rounds = rounds
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waits.append(timeout or 0.0)
+        if len(self.waits) >= self.rounds:
+            self.set()
+        return self.is_set()
+
+
+def test_an_idle_worker_looks_less_often_and_goes_round_while_there_is_work(
+    deliverer: Deliverer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Nothing is due in the outbox: each round finds nothing, and the waits double.
+    stop = _Stop(rounds=5)
+    deliverer.run_forever(stop)
+    assert stop.waits == [0.2, 0.4, 0.8, 1.0, 1.0]
+    # Rounds that handle deliveries go on at once; the first idle one waits the shortest again.
+    handled = iter([0, 0, 3, 2, 0, 0])
+    monkeypatch.setattr(deliverer, "run_once", lambda: next(handled))
+    stop = _Stop(rounds=4)
+    deliverer.run_forever(stop)
+    assert stop.waits == [0.2, 0.4, 0.2, 0.4]

@@ -308,8 +308,9 @@ _WIDEN_SPAN = {
 
 # Of the (subject, name, first, last) spans given, the positions of those a stored name row
 # already covers: their subject had that name on those days already. One statement for the
-# batch with one parameter per column (a JSON array on SQLite), through the unique index on
-# (subject_id, name); only positions come back, so nothing is converted per row.
+# batch (the spans as one JSON array on SQLite, as one array per column on PostgreSQL),
+# through the unique index on (subject_id, name); only positions come back, so nothing is
+# converted per row.
 _COVERED_SQLITE = """
     SELECT w.key FROM json_each(:spans) AS w
     JOIN subject_name sn ON sn.subject_id = json_extract(w.value, '$[0]')

@@ -23,36 +23,83 @@ _queues_lock = threading.Lock()
 
 
 class WriterQueue:
-    """One per database file and process."""
+    """One per database file and process. A thread that finds another process writing waits
+    for the `flock` in a helper thread of the queue's own (a blocking call, handed over by the
+    kernel the moment the lock is released), itself with a timeout: no polling."""
 
     def __init__(self, path: str, timeout: float) -> None:
         self.path = path
         self.timeout = timeout
         self._threads = threading.Lock()
         self._fd = os.open(path + "-writer.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        self._state = threading.Lock()  # guards the three fields below
+        self._request: _Request | None = None
+        self._waiting = False  # the helper is in (or about to enter) its blocking flock
+        self._wanted = threading.Event()
+        self._helper: threading.Thread | None = None
 
     def acquire(self) -> None:
         deadline = time.monotonic() + self.timeout
         if not self._threads.acquire(timeout=self.timeout):
             raise sqlite3.OperationalError("database is locked (no turn to write within timeout)")
-        pause = 0.0001
-        while True:
-            try:
-                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    self._threads.release()
-                    raise sqlite3.OperationalError(
-                        "database is locked (no turn to write within timeout)"
-                    ) from None
-                # Another process writes: short polls, no blocking call that could not time out.
-                time.sleep(pause)
-                pause = min(pause * 2, 0.002)
+        if not self._lock_file(deadline):
+            self._threads.release()
+            raise sqlite3.OperationalError("database is locked (no turn to write within timeout)")
 
     def release(self) -> None:
         fcntl.flock(self._fd, fcntl.LOCK_UN)
         self._threads.release()
+
+    def _lock_file(self, deadline: float) -> bool:
+        """The file lock, for the thread holding `_threads`: at once if no other process holds
+        it, else from the helper thread, or False at the deadline."""
+        request = _Request()
+        with self._state:
+            # While the helper waits in flock, a lock taken here on the same descriptor would
+            # let the helper's call succeed too, and its unlock would then drop ours.
+            if not self._waiting:
+                try:
+                    fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    return True
+                except BlockingIOError:
+                    pass
+            self._request = request
+            self._waiting = True
+            self._wanted.set()
+            if self._helper is None:
+                self._helper = threading.Thread(
+                    target=self._wait_for_file, name="sqlite-writer-lock", daemon=True
+                )
+                self._helper.start()
+        if request.granted.wait(max(0.0, deadline - time.monotonic())):
+            return True
+        with self._state:
+            if request.granted.is_set():  # granted just as the wait ran out
+                return True
+            # Abandoned: when the helper gets the lock it hands it to a later request, if any
+            # came, or lets it go.
+            self._request = None
+            return False
+
+    def _wait_for_file(self) -> None:
+        while True:
+            self._wanted.wait()
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            with self._state:
+                self._wanted.clear()
+                self._waiting = False
+                request, self._request = self._request, None
+                if request is None:
+                    fcntl.flock(self._fd, fcntl.LOCK_UN)
+                else:
+                    request.granted.set()
+
+
+class _Request:
+    __slots__ = ("granted",)
+
+    def __init__(self) -> None:
+        self.granted = threading.Event()
 
 
 def queue_for(database: str, timeout: float) -> WriterQueue:

@@ -356,9 +356,7 @@ def test_as_of_shows_the_version_in_force_then(
     stored, corrected = (datetime.now(UTC) - timedelta(days=d) for d in (30, 5))
     session.execute(update(Record).where(Record.id == record_id).values(created_at=stored))
     session.execute(
-        update(RecordVersion)
-        .where(RecordVersion.version == 1)
-        .values(created_at=stored, superseded_at=corrected)
+        update(RecordVersion).where(RecordVersion.version == 1).values(created_at=stored)
     )
     session.execute(
         update(RecordVersion).where(RecordVersion.version == 2).values(created_at=corrected)
@@ -373,6 +371,52 @@ def test_as_of_shows_the_version_in_force_then(
     before = profile(app_client, agency, uscc, as_of=(today() - timedelta(days=40)).isoformat())
     assert before.status_code == 422
     assert before.json()["errors"][0]["code"] == "as_of.before_records"
+
+
+def test_as_of_takes_the_latest_version_stored_by_then_even_if_pushes_raced(
+    app_client: TestClient, department: Caller, agency: Caller, session: Session
+) -> None:
+    # Two pushes racing on one record can store version 3 with a clock read before version
+    # 2's: version 2 then never was in force, and no instant shows two versions of the record.
+    uscc = factories.make_uscc(509)
+    decided = (today() - timedelta(days=60)).isoformat()
+    fines = ["1", "2", "3"]
+    for fine in fines:
+        report = pushed(
+            app_client,
+            department,
+            [
+                factories.penalty(
+                    1, counterpart_uscc=uscc, decision_date=decided, fine_amount_wan=fine
+                )
+            ],
+        )
+    record_id = uuid.UUID(report["records"][0]["record_id"])
+    ago = {d: datetime.now(UTC) - timedelta(days=d) for d in (30, 10, 20)}
+    session.execute(update(Record).where(Record.id == record_id).values(created_at=ago[30]))
+    for version, days in ((1, 30), (2, 10), (3, 20)):
+        session.execute(
+            update(RecordVersion)
+            .where(RecordVersion.record_id == record_id, RecordVersion.version == version)
+            .values(created_at=ago[days])
+        )
+    session.flush()
+
+    def in_force(days: int) -> list[tuple[int, str]]:
+        answer = profile(
+            app_client, agency, uscc, as_of=(today() - timedelta(days=days)).isoformat()
+        )
+        assert answer.status_code == 200, answer.text
+        records = answer.json()["records"]["administrative_penalty"]
+        return [(r["version"], r["data"]["fine_amount_wan"]) for r in records]
+
+    assert in_force(25) == [(1, "1")]
+    assert in_force(15) == [(3, "3")]
+    assert in_force(5) == [(3, "3")]
+    history = app_client.get(f"/v1/records/{record_id}/history", headers=department.headers)
+    ends = [v["superseded_at"] for v in history.json()["versions"]]
+    starts = [v["created_at"] for v in history.json()["versions"]]
+    assert ends == [starts[1], starts[2], None]
 
 
 def test_screening(

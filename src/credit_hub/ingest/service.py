@@ -498,7 +498,6 @@ _VERSION_BOUND = frozenset(
         "publish_from",
         "publish_until",
         "created_at",
-        "superseded_at",
     }
 )
 
@@ -590,7 +589,6 @@ def write_records(
     written: list[Written] = []
     versions: list[dict[str, Any]] = []
     record_updates: list[dict[str, Any]] = []
-    superseded: list[dict[str, Any]] = []
     late: list[Rejection] = []
     for position, item in enumerate(checked):
         row = created_rows.get(item.source_id)
@@ -630,9 +628,6 @@ def write_records(
             }
             | {"id": current.id, "version": version, "subject_id": subject_id}
         )
-        superseded.append(
-            {"record_id": current.id, "version": current.version, "superseded_at": now}
-        )
         versions.append(
             prepared.versions[position]
             | {"record_id": current.id, "version": version, "subject_id": subject_id}
@@ -642,9 +637,7 @@ def write_records(
         written.append((item, ChangeKind.CORRECTED, current.id, version, subject_id, event_id))
     if record_updates:
         record_updates.sort(key=lambda row: str(row["id"]))
-        superseded.sort(key=lambda row: str(row["record_id"]))
         bulk.update_rows(session, table(Record), record_updates, key=["id"], bound=_RECORD_BOUND)
-        bulk.update_rows(session, table(RecordVersion), superseded, key=["record_id", "version"])
     if versions:
         bulk.insert_rows(session, table(RecordVersion), versions, bound=_VERSION_BOUND)
     outcomes.sort(key=lambda o: int(o["index"]))
@@ -792,7 +785,6 @@ def _version_columns(
         "publish_from": derived.publish_from,
         "publish_until": derived.publish_until,
         "created_at": now,
-        "superseded_at": None,
     }
 
 

@@ -46,6 +46,7 @@ CHUNK = 500
 
 _RECORDS = table(Record)
 _VERSIONS = table(RecordVersion)
+_LATER_VERSIONS = _VERSIONS.alias("later_version")
 _CLIENTS = table(Client)
 _NAMES = table(SubjectName)
 _SUBJECTS = table(Subject)
@@ -74,11 +75,16 @@ def _visible_parts(
             )
     else:
         end = bindparam("as_of_end", type_=r.created_at.type)
-        version_join = and_(
-            v.record_id == r.id,
-            v.created_at <= end,
-            or_(v.superseded_at.is_(None), v.superseded_at > end),
+        # The latest version stored by then: none numbered after it was (a range of the
+        # primary key). Not "the next one's created_at": two pushes racing on one record can
+        # store versions 2 and 3 with 3's clock read first, and 2 then never was in force.
+        n = _LATER_VERSIONS.c
+        followed = (
+            select(literal(1))
+            .where(n.record_id == v.record_id, n.version > v.version, n.created_at <= end)
+            .exists()
         )
+        version_join = and_(v.record_id == r.id, v.created_at <= end, ~followed)
         withdrawn_then = and_(r.withdrawn_at.is_not(None), r.withdrawn_at <= end)
         status = case((withdrawn_then, RecordStatus.WITHDRAWN), else_=RecordStatus.ACTIVE)
         conditions = [

@@ -62,7 +62,10 @@ Index("ix_record_subject_id_standard", Record.subject_id, Record.standard)
 
 class RecordVersion(Base):
     """One kept version. `data` holds the normalized record with personal identifiers masked;
-    their clear values live only in `personal_enc` (Fernet)."""
+    their clear values live only in `personal_enc` (Fernet). Numbers run 1, 2, 3... per record;
+    at an instant the version in force is the highest-numbered one created by then (see
+    `profiles.queries`). Nothing is written to a version once stored, but for the purge of its
+    payload."""
 
     __tablename__ = "record_version"
 
@@ -78,4 +81,3 @@ class RecordVersion(Base):
     publish_from: Mapped[date]
     publish_until: Mapped[date | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    superseded_at: Mapped[datetime | None]

@@ -19,7 +19,10 @@ class VersionRead(BaseModel):
     )
     submission_id: uuid.UUID | None
     created_at: datetime
-    superseded_at: datetime | None
+    superseded_at: datetime | None = Field(
+        description="When the next version replaced this one (its created_at); null for the "
+        "current version"
+    )
 
 
 class RecordRead(BaseModel):

@@ -31,7 +31,15 @@ def get_visible(session: Session, record_id: uuid.UUID, client: Principal) -> Re
     return found
 
 
-def version_read(version: RecordVersion, client: Principal, keyring: Keyring) -> VersionRead:
+def version_read(
+    version: RecordVersion,
+    client: Principal,
+    keyring: Keyring,
+    *,
+    superseded_at: datetime | None = None,
+) -> VersionRead:
+    """A version as its reader may see it; `superseded_at` is the next version's `created_at`
+    (None for the current one)."""
     data: dict[str, Any] = dict(version.data)
     if version.personal_enc is not None and client.has_scope(Scope.PERSONAL_DATA):
         clear = keyring.decrypt(version.personal_enc)
@@ -44,7 +52,7 @@ def version_read(version: RecordVersion, client: Principal, keyring: Keyring) ->
         originals=version.originals,
         submission_id=version.submission_id,
         created_at=version.created_at,
-        superseded_at=version.superseded_at,
+        superseded_at=superseded_at,
     )
 
 
@@ -69,8 +77,13 @@ def history(
         .where(RecordVersion.record_id == found.id)
         .order_by(RecordVersion.version)
     ).all()
+    ends = [later.created_at for later in versions[1:]] + [None]
     return RecordHistory(
-        record_id=found.id, versions=[version_read(v, client, keyring) for v in versions]
+        record_id=found.id,
+        versions=[
+            version_read(v, client, keyring, superseded_at=end)
+            for v, end in zip(versions, ends, strict=True)
+        ],
     )
 
 

@@ -306,6 +306,11 @@ def bootstrap(server: Server) -> str:
     return done.stdout.strip().splitlines()[-1]
 
 
+# py-spy samples only the thread holding the GIL (--profile-gil): where the interpreter's time
+# goes, without the threads that wait for it (which all-thread sampling counts as busy).
+SPY_GIL = False
+
+
 def start_spies(
     server: Server, folder: Path | None, label: str, *, rate: int = 100
 ) -> list[subprocess.Popen[bytes]]:
@@ -318,6 +323,8 @@ def start_spies(
         out = folder / f"{server.database}-w{len(server.workers)}-{label}-{pid}.txt"
         command = [str(BIN / "py-spy"), "record", "--pid", str(pid), "--format", "raw"]
         command += ["--nonblocking", "--rate", str(rate), "-o", str(out)]
+        if SPY_GIL:
+            command.append("--gil")
         spies.append(
             subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         )

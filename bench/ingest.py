@@ -773,7 +773,13 @@ def main() -> int:
         help="ANALYZE PostgreSQL after the warm-up",
     )
     parser.add_argument("--profile", type=Path, help="py-spy raw stacks of each worker here")
+    parser.add_argument(
+        "--profile-gil",
+        action="store_true",
+        help="with --profile: sample only the thread holding the GIL",
+    )
     args = parser.parse_args()
+    _server.SPY_GIL = args.profile_gil
     databases = [d.strip() for d in args.db.split(",") if d.strip()]
     machine_rate = _machine.validate_rate()
     print(_machine.describe(machine_rate))

@@ -587,7 +587,8 @@ def summarize_spies(folder: Path, database: str, top: int = 12) -> None:
                 inclusive[frame] += int(count)
         if not total:
             continue
-        print(f"  py-spy {path.name}: {total} samples (all threads, 200/s)")
+        sampled = "the GIL holder" if _server.SPY_GIL else "all threads"
+        print(f"  py-spy {path.name}: {total} samples ({sampled}, 200/s)")
         print("    leaf: " + "; ".join(f"{f} {n / total:.0%}" for f, n in own.most_common(top)))
         print(
             "    through: "
@@ -1012,8 +1013,14 @@ def main() -> int:
     )
     parser.add_argument("--explain", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--profile", type=Path, help="py-spy raw stacks of the profile reads")
+    parser.add_argument(
+        "--profile-gil",
+        action="store_true",
+        help="with --profile: sample only the thread holding the GIL",
+    )
     parser.add_argument("--scale", action="store_true", help="only print the 10M estimate")
     args = parser.parse_args()
+    _server.SPY_GIL = args.profile_gil
     if args.scale:
         scale_note()
         return 0

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Engine, inspect
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, inspect, text
 
 from credit_hub import migrate
+from credit_hub.access.models import ClientKind
+from credit_hub.app import create_app
 from credit_hub.config import Settings
 from credit_hub.db import make_engine
 from credit_hub.models import Base
+from tests import factories
+from tests.live import dedicated_settings, new_client, sessions_on
 
 
 def test_models_and_migrations_agree(engine: Engine) -> None:
@@ -51,8 +57,42 @@ def test_upgrade_then_downgrade_on_a_fresh_sqlite(tmp_path: Path) -> None:
     fresh = make_engine(settings)
     assert "record_version" in inspect(fresh).get_table_names()
     migrate.upgrade(settings, "head")  # idempotent
-    from alembic import command
-
     command.downgrade(migrate.alembic_config(settings), "base")
     assert "record_version" not in inspect(fresh).get_table_names()
     fresh.dispose()
+
+
+def test_versions_keep_their_ends_through_a_downgrade_and_back(tmp_path: Path) -> None:
+    # d8e4a1c6b203 dropped record_version.superseded_at (a version ends where the next one
+    # begins); its downgrade must fill the column back from the stored versions.
+    with dedicated_settings(tmp_path, "credit_hub_test_superseded") as settings:
+        with sessions_on(settings) as sessions:
+            department = new_client(sessions, ClientKind.DEPARTMENT)[1]
+        auth = {"Authorization": f"Bearer {department}"}
+        with TestClient(create_app(settings)) as client:
+            for fine in ("1", "2", "3"):
+                record = factories.penalty(1, fine_amount_wan=fine)
+                answer = client.post(
+                    "/v1/records",
+                    json={"standard": "administrative_penalty", "records": [record]},
+                    headers=auth,
+                )
+                assert answer.status_code == 201, answer.text
+        config = migrate.alembic_config(settings)
+        command.downgrade(config, "c5d1f8e2a7b6")
+        engine = make_engine(settings)
+        try:
+            with engine.connect() as connection:
+                rows = connection.execute(
+                    text(
+                        "SELECT version, created_at, superseded_at FROM record_version "
+                        "ORDER BY version"
+                    )
+                ).all()
+            assert [r.version for r in rows] == [1, 2, 3]
+            assert [r.superseded_at for r in rows] == [rows[1].created_at, rows[2].created_at, None]
+            command.upgrade(config, "head")
+            columns = [c["name"] for c in inspect(engine).get_columns("record_version")]
+            assert "superseded_at" not in columns
+        finally:
+            engine.dispose()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from credit_hub.sqlite_writers import WriterQueue
+from credit_hub.sqlite_writers import WriterQueue, queue_for
 
 
 def _held_elsewhere(path: Path) -> bool:
@@ -149,3 +149,37 @@ def test_a_waiting_writer_sleeps_until_woken_instead_of_polling(tmp_path: Path) 
     queue.release()
     # Polling every 2 ms would wake these threads ~250 times in half a second.
     assert woken < 10, woken
+
+
+def test_a_forked_child_queues_on_its_own(tmp_path: Path) -> None:
+    # Forked while the parent writes, the child inherits the parent's held locks and its
+    # descriptor (flock() locks belong to the open file description). It must wait for the
+    # parent's turn to end, and then get its own.
+    database = str(tmp_path / "hub.db")
+    queue = queue_for(database, 5)
+    queue.acquire()
+    tried, go_on = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover (the child's outcome is its exit status)
+        queue.timeout = 0.2
+        try:
+            queue.acquire()
+            os._exit(1)  # wrote beside the parent
+        except sqlite3.OperationalError:
+            pass
+        os.write(go_on, b"x")
+        queue.timeout = 5
+        try:
+            queue.acquire()
+        except sqlite3.OperationalError:
+            os._exit(2)  # never got a turn of its own
+        queue.release()
+        os._exit(0)
+    assert os.read(tried, 1) == b"x"
+    os.close(tried)
+    os.close(go_on)
+    queue.release()
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    queue.acquire()  # and the parent's queue is as it was
+    queue.release()

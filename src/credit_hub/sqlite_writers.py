@@ -30,13 +30,24 @@ class WriterQueue:
     def __init__(self, path: str, timeout: float) -> None:
         self.path = path
         self.timeout = timeout
+        self._start()
+
+    def _start(self) -> None:
         self._threads = threading.Lock()
-        self._fd = os.open(path + "-writer.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        # A descriptor of its own: flock() locks belong to the open file description.
+        self._fd = os.open(self.path + "-writer.lock", os.O_RDWR | os.O_CREAT, 0o600)
         self._state = threading.Lock()  # guards the three fields below
         self._request: _Request | None = None
         self._waiting = False  # the helper is in (or about to enter) its blocking flock
         self._wanted = threading.Event()
         self._helper: threading.Thread | None = None
+
+    def _after_fork(self) -> None:
+        """In a forked child: the parent's descriptor would share the parent's lock, and its
+        helper thread and locks did not come along. A queue of the child's own."""
+        inherited = self._fd
+        self._start()
+        os.close(inherited)  # closing a copy leaves the parent's lock alone
 
     def acquire(self) -> None:
         deadline = time.monotonic() + self.timeout
@@ -100,6 +111,16 @@ class _Request:
 
     def __init__(self) -> None:
         self.granted = threading.Event()
+
+
+def _forget_parent_queues() -> None:
+    global _queues_lock
+    _queues_lock = threading.Lock()
+    for queue in _queues.values():
+        queue._after_fork()
+
+
+os.register_at_fork(after_in_child=_forget_parent_queues)
 
 
 def queue_for(database: str, timeout: float) -> WriterQueue:

@@ -64,7 +64,6 @@ class WriterQueue:
     def _lock_file(self, deadline: float) -> bool:
         """The file lock, for the thread holding `_threads`: at once if no other process holds
         it, else from the helper thread, or False at the deadline."""
-        request = _Request()
         with self._state:
             # While the helper waits in flock, a lock taken here on the same descriptor would
             # let the helper's call succeed too, and its unlock would then drop ours.
@@ -74,7 +73,7 @@ class WriterQueue:
                     return True
                 except BlockingIOError:
                     pass
-            self._request = request
+            request = self._request = _Request()
             self._waiting = True
             self._wanted.set()
             if self._helper is None:

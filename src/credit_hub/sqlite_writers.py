@@ -36,10 +36,9 @@ class WriterQueue:
         self._threads = threading.Lock()
         # A descriptor of its own: flock() locks belong to the open file description.
         self._fd = os.open(self.path + "-writer.lock", os.O_RDWR | os.O_CREAT, 0o600)
-        self._state = threading.Lock()  # guards the three fields below
-        self._request: _Request | None = None
-        self._waiting = False  # the helper is in (or about to enter) its blocking flock
-        self._wanted = threading.Event()
+        self._state = threading.Lock()  # guards the two fields below
+        self._request: threading.Event | None = None  # set when the lock is granted
+        self._wanted = threading.Event()  # set while the helper is in (or going to) its flock
         self._helper: threading.Thread | None = None
 
     def _after_fork(self) -> None:
@@ -67,24 +66,23 @@ class WriterQueue:
         with self._state:
             # While the helper waits in flock, a lock taken here on the same descriptor would
             # let the helper's call succeed too, and its unlock would then drop ours.
-            if not self._waiting:
+            if not self._wanted.is_set():
                 try:
                     fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     return True
                 except BlockingIOError:
                     pass
-            request = self._request = _Request()
-            self._waiting = True
+            request = self._request = threading.Event()
             self._wanted.set()
             if self._helper is None:
                 self._helper = threading.Thread(
                     target=self._wait_for_file, name="sqlite-writer-lock", daemon=True
                 )
                 self._helper.start()
-        if request.granted.wait(max(0.0, deadline - time.monotonic())):
+        if request.wait(max(0.0, deadline - time.monotonic())):
             return True
         with self._state:
-            if request.granted.is_set():  # granted just as the wait ran out
+            if request.is_set():  # granted just as the wait ran out
                 return True
             # Abandoned: when the helper gets the lock it hands it to a later request, if any
             # came, or lets it go.
@@ -97,19 +95,11 @@ class WriterQueue:
             fcntl.flock(self._fd, fcntl.LOCK_EX)
             with self._state:
                 self._wanted.clear()
-                self._waiting = False
                 request, self._request = self._request, None
                 if request is None:
                     fcntl.flock(self._fd, fcntl.LOCK_UN)
                 else:
-                    request.granted.set()
-
-
-class _Request:
-    __slots__ = ("granted",)
-
-    def __init__(self) -> None:
-        self.granted = threading.Event()
+                    request.set()
 
 
 def _forget_parent_queues() -> None:

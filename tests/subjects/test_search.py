@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import date
@@ -139,3 +140,98 @@ def test_a_walk_that_finds_its_matches_far_off_ends_the_page_short(
         assert _steps(statements) == 3
         # Each request walks 16 names: names 1-16 hold no match, 17-32 the first two.
         assert [len(page) for page in pages[:2]] == [0, 2]
+
+
+def _sampled(names: list[str], table_names: int) -> search._Sample:
+    return search._Sample("\0".join(names), len(names), table_names, time.monotonic())
+
+
+def test_the_sample_estimates_which_step_goes_first() -> None:
+    # A page of 21 (read as 22) of a table of 1,000,000 names goes to the index first when
+    # even (found + 2) / sampled of the table is few enough that reading them all costs less
+    # than a page's walk: most^2 <= 0.2 * 22 * 1,000,000, that is most <= 2,097.
+    names = ["稀有名甲公司"] + ["常见名有限公司"] * 300 + ["其他"] * 1699
+    plan = search._Plan(1_000_000, 10_247, 0.0, _sampled(names, 1_000_000))
+    assert plan.index_first("无此名", 22)  # (0 + 2) / 2,000 of 1M: 1,000 at most
+    assert plan.index_first("稀有名", 22)  # 1,500 at most
+    assert not plan.index_first("常见名", 22)  # 151,000
+    # 200 names cannot vouch for a substring they lack: one name in 100 may hold it.
+    small = search._Plan(1_000_000, 10_247, 0.0, _sampled(names[:200], 1_000_000))
+    assert not small.index_first("无此名", 22)
+    # The same share of a ten times larger table: the walk of a page costs the same, reading
+    # the matches ten times more.
+    assert search._Plan(100_000, 3_240, 0.0, _sampled(names, 100_000)).index_first("稀有名", 22)
+    share = ["稀有名甲公司"] * 3 + ["其他"] * 1997  # 3 in 2,000: 2,500 of 1M at most
+    assert search._Plan(100_000, 3_240, 0.0, _sampled(share, 100_000)).index_first("稀有名", 22)
+    assert not search._Plan(1_000_000, 10_247, 0.0, _sampled(share, 1_000_000)).index_first(
+        "稀有名", 22
+    )
+    assert not search._Plan(12, BUDGET, 0.0).index_first("无此名", 22)  # no sample: walk first
+    assert not search._Plan(12, BUDGET, 0.0, _sampled([], 0)).index_first("无此名", 22)
+
+
+def test_a_sample_goes_stale_with_time_and_size() -> None:
+    sample = _sampled(["名"], 1000)
+    assert not sample.stale(1000)
+    assert not sample.stale(1200)
+    assert sample.stale(1300)
+    assert sample.stale(700)
+    old = search._Sample("名", 1, 1000, time.monotonic() - search.SAMPLE_SECONDS - 1)
+    assert old.stale(1000)
+
+
+@pytest.mark.parametrize(
+    ("q", "index_first"),
+    [("稀有名", True), ("不存在的名", True), ("共同体", False)],
+    ids=["rare", "absent", "common"],
+)
+def test_a_substring_rare_in_the_sample_is_read_through_the_index_first(
+    session: Session,
+    monkeypatch: pytest.MonkeyPatch,
+    statements: list[str],
+    q: str,
+    index_first: bool,
+) -> None:
+    # The sample holds every name: "稀有名" is in 2 of 27 (at most (2 + 2) * 12 / 27 = 1.8
+    # names of 12: 1.8^2 <= 0.2 * 4 * 12), "共同体" in 8 (4.4^2 > 9.6).
+    monkeypatch.setattr(search, "MIN_BUDGET", 2)
+    plan = search._Plan(12, BUDGET, 0.0, _sampled(NAMES, 12))
+    monkeypatch.setattr(search, "_substring_plan", lambda _: plan)
+    _add(session, NAMES)
+    statements.clear()
+    pages = _pages(session, q)
+    assert [name for page in pages for name in page] == [name for name in NAMES if q in name]
+    if session.get_bind().dialect.name == "postgresql":
+        searched = [
+            s for s in statements if "ORDER BY w.id" in s or "candidate AS MATERIALIZED" in s
+        ]
+        assert ("candidate AS MATERIALIZED" in searched[0]) is index_first
+        if index_first:  # the index held them all: no walk at all
+            assert all("ORDER BY w.id" not in s for s in searched)
+
+
+def test_the_sample_is_of_names_that_are_not_persons(session: Session) -> None:
+    if session.get_bind().dialect.name != "postgresql":
+        pytest.skip("PostgreSQL's substring search; SQLite's index needs no sample")
+    _add(session, ["样本企业甲有限公司", "样本企业乙有限公司"])
+    person = Subject(id=new_id(), kind=SubjectKind.NATURAL_PERSON, name="样本个人")
+    session.add(person)
+    session.flush()
+    session.add(
+        SubjectName(
+            id=new_id(),
+            subject_id=person.id,
+            name="样本个人",
+            first_seen_on=_DAY,
+            last_seen_on=_DAY,
+        )
+    )
+    session.flush()
+    names = session.execute(text("SELECT count(*) FROM subject_name")).scalar_one()
+    sample = search._draw_sample(session, names)
+    drawn = sample.text.split("\0")
+    assert sample.size == len(drawn) == names - 1
+    assert {"样本企业甲有限公司", "样本企业乙有限公司"} <= set(drawn)
+    assert "样本个人" not in drawn
+    assert sample.of_names == names
+    assert not sample.stale(names)

@@ -143,7 +143,11 @@ def test_a_walk_that_finds_its_matches_far_off_ends_the_page_short(
 
 
 def _sampled(names: list[str], table_names: int) -> search._Sample:
-    return search._Sample("\0".join(names), len(names), table_names, time.monotonic())
+    return search._Sample.of(names, table_names)
+
+
+def _first(plan: search._Plan, q: str, limit: int = 22) -> bool:
+    return plan.index_first(plan.index_lookup(q)[1], limit)
 
 
 def test_the_sample_estimates_which_step_goes_first() -> None:
@@ -152,22 +156,37 @@ def test_the_sample_estimates_which_step_goes_first() -> None:
     # than a page's walk: most^2 <= 0.2 * 22 * 1,000,000, that is most <= 2,097.
     names = ["稀有名甲公司"] + ["常见名有限公司"] * 300 + ["其他"] * 1699
     plan = search._Plan(1_000_000, 10_247, 0.0, _sampled(names, 1_000_000))
-    assert plan.index_first("无此名", 22)  # (0 + 2) / 2,000 of 1M: 1,000 at most
-    assert plan.index_first("稀有名", 22)  # 1,500 at most
-    assert not plan.index_first("常见名", 22)  # 151,000
+    assert _first(plan, "无此名")  # (0 + 2) / 2,000 of 1M: 1,000 at most
+    assert _first(plan, "稀有名")  # 1,500 at most
+    assert not _first(plan, "常见名")  # 151,000
     # 200 names cannot vouch for a substring they lack: one name in 100 may hold it.
     small = search._Plan(1_000_000, 10_247, 0.0, _sampled(names[:200], 1_000_000))
-    assert not small.index_first("无此名", 22)
+    assert not _first(small, "无此名")
     # The same share of a ten times larger table: the walk of a page costs the same, reading
     # the matches ten times more.
-    assert search._Plan(100_000, 3_240, 0.0, _sampled(names, 100_000)).index_first("稀有名", 22)
     share = ["稀有名甲公司"] * 3 + ["其他"] * 1997  # 3 in 2,000: 2,500 of 1M at most
-    assert search._Plan(100_000, 3_240, 0.0, _sampled(share, 100_000)).index_first("稀有名", 22)
-    assert not search._Plan(1_000_000, 10_247, 0.0, _sampled(share, 1_000_000)).index_first(
-        "稀有名", 22
-    )
-    assert not search._Plan(12, BUDGET, 0.0).index_first("无此名", 22)  # no sample: walk first
-    assert not search._Plan(12, BUDGET, 0.0, _sampled([], 0)).index_first("无此名", 22)
+    assert _first(search._Plan(100_000, 3_240, 0.0, _sampled(share, 100_000)), "稀有名")
+    assert not _first(search._Plan(1_000_000, 10_247, 0.0, _sampled(share, 1_000_000)), "稀有名")
+    assert not _first(search._Plan(12, BUDGET, 0.0), "无此名")  # no sample: walk first
+    assert not _first(search._Plan(12, BUDGET, 0.0, _sampled([], 0)), "无此名")
+    # No piece pg_trgm makes a trigram of: its index would be read whole, so never first.
+    assert not _first(plan, "·-·")
+
+
+def test_the_index_is_asked_for_the_uncommon_pieces_of_the_substring() -> None:
+    # 100 sampled names: a piece in more than 10 of them is common.
+    names = ["甲乙丙丁", "甲乙丙戊", "乙丙丁己", "乙丙丁庚", "乙丙丁辛"] + ["乙丙丁某"] * 20
+    plan = search._Plan(100, BUDGET, 0.0, _sampled(names + ["有限公司"] * 60 + ["其他"] * 15, 100))
+    assert plan.index_lookup("甲乙丙丁") == (["%甲乙丙%"], 1)  # 乙丙丁 is in 24
+    assert plan.index_lookup("乙丙丁辛") == (["%丙丁辛%"], 1)
+    assert plan.index_lookup("乙丙丁") == (["%乙丙丁%"], 24)  # all common: the rarest
+    assert plan.index_lookup("有限公司") == (["%有限公%"], 60)
+    assert plan.index_lookup("ab甲乙丙") == (["%ab甲%", "%b甲乙%", "%甲乙丙%"], 0)
+    assert plan.index_lookup("无此名") == (["%无此名%"], 0)
+    # Pieces with other characters are never asked for; without any, the whole substring.
+    assert plan.index_lookup("丁·甲乙丙") == (["%甲乙丙%"], 0)
+    assert plan.index_lookup("a%b_c") == (["%a\\%b\\_c%"], None)
+    assert search._Plan(60, BUDGET, 0.0).index_lookup("甲乙丙丁") == (["%甲乙丙丁%"], None)
 
 
 def test_a_sample_goes_stale_with_time_and_size() -> None:
@@ -176,7 +195,7 @@ def test_a_sample_goes_stale_with_time_and_size() -> None:
     assert not sample.stale(1200)
     assert sample.stale(1300)
     assert sample.stale(700)
-    old = search._Sample("名", 1, 1000, time.monotonic() - search.SAMPLE_SECONDS - 1)
+    old = search._Sample("名", {}, 1, 1000, time.monotonic() - search.SAMPLE_SECONDS - 1)
     assert old.stale(1000)
 
 
@@ -210,6 +229,25 @@ def test_a_substring_rare_in_the_sample_is_read_through_the_index_first(
             assert all("ORDER BY w.id" not in s for s in searched)
 
 
+def test_the_index_reads_the_rarest_piece_and_keeps_the_names_with_the_whole_substring(
+    session: Session, monkeypatch: pytest.MonkeyPatch, statements: list[str]
+) -> None:
+    # 乙丙丁 is common in the sample: for 甲乙丙丁 the index reads the two names holding
+    # 甲乙丙, and only the one holding 甲乙丙丁 is a hit.
+    names = ["甲乙丙丁", "甲乙丙戊", "乙丙丁己", "乙丙丁庚", "乙丙丁辛"]
+    monkeypatch.setattr(search, "MIN_BUDGET", 2)
+    sampled = names + ["乙丙丁某"] * 150 + ["其他"] * 845
+    plan = search._Plan(5, BUDGET, 0.0, _sampled(sampled, 5))
+    assert plan.index_lookup("甲乙丙丁")[0] == ["%甲乙丙%"]
+    monkeypatch.setattr(search, "_substring_plan", lambda _: plan)
+    _add(session, names)
+    statements.clear()
+    assert _pages(session, "甲乙丙丁") == [["甲乙丙丁"]]
+    assert _pages(session, "乙丙丁") == [["甲乙丙丁", "乙丙丁己", "乙丙丁庚"], ["乙丙丁辛"]]
+    if session.get_bind().dialect.name == "postgresql":
+        assert all("ORDER BY w.id" not in s for s in statements)  # the index, first and only
+
+
 def test_the_sample_is_of_names_that_are_not_persons(session: Session) -> None:
     if session.get_bind().dialect.name != "postgresql":
         pytest.skip("PostgreSQL's substring search; SQLite's index needs no sample")
@@ -228,10 +266,22 @@ def test_the_sample_is_of_names_that_are_not_persons(session: Session) -> None:
     )
     session.flush()
     names = session.execute(text("SELECT count(*) FROM subject_name")).scalar_one()
-    sample = search._draw_sample(session, names)
-    drawn = sample.text.split("\0")
-    assert sample.size == len(drawn) == names - 1
+    drawn = search._sampled_names(session, names)
+    assert len(drawn) == names - 1
     assert {"样本企业甲有限公司", "样本企业乙有限公司"} <= set(drawn)
     assert "样本个人" not in drawn
+    sample = search._draw_sample(session, names)
     assert sample.of_names == names
     assert not sample.stale(names)
+
+
+def test_a_sample_counts_the_names_holding_each_piece() -> None:
+    sample = search._Sample.of(["甲乙丙甲乙丙", "甲乙丙丁", "乙丙丁", "戊己庚"], 40)
+    assert sample.size == 4
+    assert sample.holders("甲乙丙") == 2  # a name holding a piece twice counts once
+    assert sample.holders("乙丙丁") == 2
+    assert sample.holders("丙甲乙") == 1  # in one name: left out, and taken as one
+    assert sample.holders("戊己庚") == 1
+    assert sample.holders("无此名") == 1
+    assert set(sample.holding) == {"甲乙丙", "乙丙丁"}
+    assert sample.text.split("\0") == ["甲乙丙甲乙丙", "甲乙丙丁", "乙丙丁", "戊己庚"]

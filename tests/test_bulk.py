@@ -77,6 +77,19 @@ def test_updates_take_bound_values_too(session: Session) -> None:
     assert (found.name, found.name_seen_on) == ("更新后商行", date(2027, 1, 31))
 
 
+def test_dates_are_bound_as_sqlalchemy_binds_them(session: Session) -> None:
+    subjects = table(Subject)
+    dialect = session.get_bind().dialect
+    days: list[Any] = [date(1, 1, 1), date(999, 12, 31), date(2024, 2, 29), date(9999, 12, 31)]
+    days += [None, datetime(2026, 11, 25, 23, 59, 59, tzinfo=UTC)]  # a datetime: its day
+    impl = subjects.c.name_seen_on.type.dialect_impl(dialect)
+    theirs = impl.bind_processor(dialect)
+    expected = days if theirs is None else [theirs(day) for day in days]
+    assert bulk._bound_values(subjects, dialect, "name_seen_on", days) == expected
+    if dialect.name == "sqlite":
+        assert expected[-1] == "2026-11-25"
+
+
 def test_uuid_columns_store_what_sqlalchemy_stores(session: Session) -> None:
     """Ids and nullable references, bound in bulk, read back as the same UUIDs and as NULL;
     on SQLite as the 32 hex digits SQLAlchemy's own Uuid type writes."""

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from credit_hub.access.models import ClientKind
 from credit_hub.app import create_app
 from credit_hub.config import Settings
-from credit_hub.db import Database, make_engine, make_sessionmaker, new_id, retryable
+from credit_hub.db import Database, make_engine, make_sessionmaker, new_id, new_ids, retryable
 from credit_hub.errors import ServiceUnavailable
 from tests import live
 
@@ -46,6 +46,26 @@ def test_new_ids_are_uuid7_time_ordered_and_unique() -> None:
     assert stamps == sorted(stamps)
     assert before <= stamps[0]
     assert stamps[-1] <= after
+
+
+def test_a_batch_of_ids_is_made_as_new_id_makes_one() -> None:
+    before = time.time_ns() // 1_000_000
+    made = new_ids(3_000)
+    after = time.time_ns() // 1_000_000
+    assert len(made) == 3_000
+    assert new_ids(0) == []
+    assert len({_random_part(value) for value in made}) == len(made)
+    assert {value.version for value in made} == {7}
+    assert {value.variant for value in made} == {uuid.RFC_4122}
+    assert {type(value) for value in made} == {uuid.UUID}
+    assert all(uuid.UUID(str(value)) == value and hash(value) == hash(value.int) for value in made)
+    stamps = {value.int >> 80 for value in made}
+    assert len(stamps) == 1
+    assert before <= stamps.pop() <= after
+    # Ids made after the batch sort after it (another millisecond), as new_id()'s would.
+    time.sleep(0.002)
+    assert max(made) < new_id()
+    assert max(made) < new_ids(1)[0]
 
 
 def test_threads_never_share_random_bits() -> None:

@@ -182,11 +182,13 @@ def _processor(
     dates and times repeat across a batch."""
     sql_type = table.c[name].type
     impl = sql_type.dialect_impl(dialect)
-    processor = impl.bind_processor(dialect)
+    processor: Callable[[Any], Any] | None = impl.bind_processor(dialect)
     try:  # a TypeDecorator's python_type is `object`: ask what it decorates
         repeats = issubclass(getattr(sql_type, "impl_instance", sql_type).python_type, date)
     except NotImplementedError:
         repeats = False
+    if processor is not None and _writes_iso_dates(processor):
+        processor = _iso_dates(processor)
     hex_uuid = (
         processor is not None
         and type(impl) is Uuid
@@ -194,6 +196,25 @@ def _processor(
         and not (dialect.supports_native_uuid and impl.native_uuid)
     )
     return processor, repeats, hex_uuid
+
+
+def _writes_iso_dates(processor: Callable[[Any], Any]) -> bool:
+    """Whether a bind processor writes a date as YYYY-MM-DD (SQLite's DATE by default)."""
+    try:
+        samples = (date(1, 2, 3), date(2024, 12, 31))
+        return all(processor(day) == day.isoformat() for day in samples)
+    except (TypeError, ValueError, AttributeError):
+        return False
+
+
+def _iso_dates(processor: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """`processor` with dates written by date.isoformat(), in C: about a quarter of the time
+    of SQLAlchemy's %-format of a dict of three fields, for thousands of dates a batch."""
+
+    def process(value: Any) -> Any:
+        return value.isoformat() if type(value) is date else processor(value)
+
+    return process
 
 
 def _bound_values(table: Table, dialect: Dialect, name: str, values: list[Any]) -> list[Any]:

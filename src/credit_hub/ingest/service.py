@@ -30,7 +30,7 @@ from credit_hub.access.service import Principal
 from credit_hub.audit import service as audit
 from credit_hub.changes import service as changes
 from credit_hub.changes.service import Change, ChangeKind
-from credit_hub.db import new_id, table
+from credit_hub.db import new_id, new_ids, table
 from credit_hub.errors import (
     Forbidden,
     IdempotencyKeyReused,
@@ -529,12 +529,16 @@ def prepare(
     """What storing `checked` needs that no database state decides; touches no database, so
     that a caller can make it before its write transaction opens."""
     dialect = session.get_bind().dialect
-    records = [_record_row(item, found, client, now) for item in checked]
+    ids = new_ids(len(checked))
+    records = [
+        _record_row(item, record_id, found, client, now)
+        for item, record_id in zip(checked, ids, strict=True)
+    ]
     versions = [_version_columns(item, found, submission_id, now) for item in checked]
     return Prepared(
         bulk.bind_rows(dialect, table(Record), records, _RECORD_BOUND),
         bulk.bind_rows(dialect, table(RecordVersion), versions, _VERSION_BOUND),
-        [new_id() for _ in checked],
+        new_ids(len(checked)),
     )
 
 
@@ -727,13 +731,13 @@ def _existing_statement(dialect: Dialect) -> Select[Any]:
 
 
 def _record_row(
-    item: Checked, found: StandardVersion, client: Principal, now: datetime
+    item: Checked, record_id: uuid.UUID, found: StandardVersion, client: Principal, now: datetime
 ) -> dict[str, Any]:
     derived = item.outcome.derived
     assert derived is not None
     until = derived.publish_until
     return {
-        "id": new_id(),
+        "id": record_id,
         "department_id": client.id,
         "standard": found.standard,
         "source_id": item.source_id,

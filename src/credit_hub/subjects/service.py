@@ -22,7 +22,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
 from credit_hub import bulk
-from credit_hub.db import new_id, table, utcnow
+from credit_hub.db import new_id, new_ids, table, utcnow
 from credit_hub.errors import NotFound, RequestInvalid
 from credit_hub.fastsql import Prepared
 from credit_hub.keyring import Keyring
@@ -183,7 +183,6 @@ def _resolve_usccs(
             by_uscc[uscc] = waiting.id
         elif uscc not in by_uscc and uscc not in new_rows:
             new_rows[uscc] = {
-                "id": new_id(),
                 "kind": ref.kind,
                 "uscc": uscc,
                 "org_code": ids.uscc_org_code(uscc),
@@ -194,6 +193,8 @@ def _resolve_usccs(
                 "created_at": now,
                 "updated_at": now,
             }
+    for row, subject_id in zip(new_rows.values(), new_ids(len(new_rows)), strict=True):
+        row["id"] = subject_id
     if _insert(session, list(new_rows.values()), "uscc"):
         learned.note_created(new_rows.values())
         by_uscc.update((uscc, row["id"]) for uscc, row in new_rows.items())
@@ -369,8 +370,12 @@ def _record_names(
     changed = {key: span for key, span in spans.items() if key[0] in learned.created}
     changed |= {key: span for at, (key, span) in enumerate(older) if at not in covered}
     name_rows = [
-        {"id": new_id(), "subject_id": s, "name": n, "first_seen_on": f, "last_seen_on": last}
-        for (s, n), (f, last) in sorted(changed.items(), key=lambda kv: (kv[0][0].int, kv[0][1]))
+        {"id": name_id, "subject_id": s, "name": n, "first_seen_on": f, "last_seen_on": last}
+        for ((s, n), (f, last)), name_id in zip(
+            sorted(changed.items(), key=lambda kv: (kv[0][0].int, kv[0][1])),
+            new_ids(len(changed)),
+            strict=True,
+        )
     ]
     # Names of subjects this batch created cannot be anyone else's yet: a plain insert (COPY on
     # PostgreSQL). Elsewhere a concurrent batch may add the same name first: widen its span.

@@ -168,6 +168,7 @@ def test_the_sample_estimates_which_step_goes_first() -> None:
     assert _first(search._Plan(100_000, 3_240, 0.0, _sampled(share, 100_000)), "稀有名")
     assert not _first(search._Plan(1_000_000, 10_247, 0.0, _sampled(share, 1_000_000)), "稀有名")
     assert not _first(search._Plan(12, BUDGET, 0.0), "无此名")  # no sample: walk first
+    assert not _first(search._Plan(0, BUDGET, 0.0, _sampled(names, 0)), "无此名")  # no size
     assert not _first(search._Plan(12, BUDGET, 0.0, _sampled([], 0)), "无此名")
     # No piece pg_trgm makes a trigram of: its index would be read whole, so never first.
     assert not _first(plan, "·-·")

@@ -257,8 +257,9 @@ class _Plan:
             return False
         # Two more than the sample holds: a substring in none of 5,000 sampled names can
         # still be in one name in 2,500.
+        # A table never analyzed yet has no size (0): walk first, as without a sample.
         most = (found + 2) * self.names / self.sample.size
-        return most * most <= INDEX_VS_WALK * limit * self.names
+        return most * most < INDEX_VS_WALK * limit * self.names
 
 
 # Three characters pg_trgm takes for a trigram in any UTF-8 locale (letters or digits of one

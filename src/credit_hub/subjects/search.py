@@ -256,8 +256,8 @@ class _Plan:
         if found is None or self.sample is None:
             return False
         # Two more than the sample holds: a substring in none of 5,000 sampled names can
-        # still be in one name in 2,500.
-        # A table never analyzed yet has no size (0): walk first, as without a sample.
+        # still be in one name in 2,500. A table never analyzed has no size yet (0): walk
+        # first, as without a sample.
         most = (found + 2) * self.names / self.sample.size
         return most * most < INDEX_VS_WALK * limit * self.names
 

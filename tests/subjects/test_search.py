@@ -190,6 +190,24 @@ def test_the_index_is_asked_for_the_uncommon_pieces_of_the_substring() -> None:
     assert search._Plan(60, BUDGET, 0.0).index_lookup("甲乙丙丁") == (["%甲乙丙丁%"], None)
 
 
+def test_without_chinese_trigrams_only_ascii_pieces_are_asked_of_the_index() -> None:
+    # A database whose LC_CTYPE is "C": pg_trgm makes no trigram of Chinese characters, and
+    # asking its index for one would read the whole index.
+    names = ["甲乙丙丁", "ABC甲乙", "其他"] * 100
+    plan = search._Plan(300, BUDGET, 0.0, _sampled(names, 300), chinese_trigrams=False)
+    assert plan.index_lookup("甲乙丙丁") == (["%甲乙丙丁%"], None)
+    assert not _first(plan, "甲乙丙丁")  # walked first, as without a sample
+    assert plan.index_lookup("ABC甲乙") == (["%ABC%"], 100)
+
+
+def test_the_plan_knows_whether_the_database_makes_chinese_trigrams(session: Session) -> None:
+    if session.get_bind().dialect.name != "postgresql":
+        pytest.skip("PostgreSQL's substring search; SQLite's FTS5 trigrams are of any character")
+    made = session.execute(text("SELECT cardinality(show_trgm('甲乙丙')) > 0")).scalar_one()
+    search._plans.clear()
+    assert search._substring_plan(session).chinese_trigrams is made
+
+
 def test_a_sample_goes_stale_with_time_and_size() -> None:
     sample = _sampled(["名"], 1000)
     assert not sample.stale(1000)

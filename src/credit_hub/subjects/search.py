@@ -231,6 +231,7 @@ class _Plan:
     budget: int
     until: float  # time.monotonic() after which the table's size is looked up again
     sample: _Sample | None = None
+    chinese_trigrams: bool = True  # whether pg_trgm makes trigrams of Chinese characters
 
     def index_lookup(self, q: str) -> tuple[list[str], int | None]:
         """What step 2 asks the trigram index for, and how many sampled names hold `q` (None
@@ -241,7 +242,8 @@ class _Plan:
         625,000 names `永科技有限公` read through the index took 2.8 ms asked whole, 0.85 ms
         asked as `永科技`. Without a sample, or without such pieces, the whole substring."""
         sample = self.sample
-        pieces = [m.group(1) for m in _TRIGRAM_PIECE.finditer(q)]
+        finder = _TRIGRAM_PIECE if self.chinese_trigrams else _ASCII_TRIGRAM_PIECE
+        pieces = [m.group(1) for m in finder.finditer(q)]
         if sample is None or sample.size == 0 or not pieces:
             return [_like_pattern(q)], None
         frequent = FREQUENT_PIECE * sample.size
@@ -262,10 +264,13 @@ class _Plan:
         return most * most < INDEX_VS_WALK * limit * self.names
 
 
-# Three characters pg_trgm takes for a trigram in any UTF-8 locale (letters or digits of one
-# word: Chinese characters, ASCII letters and digits), overlapping. A pattern without one
-# makes pg_trgm read the whole index: such a substring is never sent to it first.
+# Three characters pg_trgm takes for a trigram (letters or digits of one word: Chinese
+# characters, ASCII letters and digits), overlapping. A pattern without one makes pg_trgm read
+# the whole index: such a substring is never sent to it first. Whether Chinese characters are
+# letters to pg_trgm depends on the database's LC_CTYPE: in "C" they are not (the database
+# is checked once, with the table's size).
 _TRIGRAM_PIECE = re.compile(r"(?=([0-9A-Za-z\u4e00-\u9fff]{3}))")
+_ASCII_TRIGRAM_PIECE = re.compile(r"(?=([0-9A-Za-z]{3}))")
 
 
 _plans: dict[str, _Plan] = {}
@@ -277,20 +282,20 @@ def _substring_plan(session: Session) -> _Plan:
     url = str(session.get_bind().engine.url)
     plan = _plans.get(url)
     if plan is None or plan.until < time.monotonic():
-        names = int(
-            session.execute(
-                text(
-                    "SELECT greatest(reltuples, 0) FROM pg_class "
-                    "WHERE oid = 'subject_name'::regclass"
-                )
-            ).scalar_one()
-        )
+        size, chinese_trigrams = session.execute(_PLAN_FACTS).one()
+        names = int(size)
         budget = max(MIN_BUDGET, math.isqrt(WALK_FACTOR * names))
         sample = plan.sample if plan else None
         if sample is None or sample.stale(names):
             sample = _draw_sample(session, names)
-        plan = _plans[url] = _Plan(names, budget, time.monotonic() + 60, sample)
+        until = time.monotonic() + 60
+        plan = _plans[url] = _Plan(names, budget, until, sample, bool(chinese_trigrams))
     return plan
+
+
+_PLAN_FACTS = text("""
+    SELECT greatest(reltuples, 0), cardinality(show_trgm('甲乙丙')) > 0
+    FROM pg_class WHERE oid = 'subject_name'::regclass""")
 
 
 # SYSTEM sampling reads whole pages picked at random: a few hundred pages, not the table. A

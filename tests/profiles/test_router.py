@@ -366,8 +366,11 @@ def test_as_of_shows_the_version_in_force_then(
     assert then.status_code == 200, then.text
     record = then.json()["records"]["administrative_penalty"][0]
     assert (record["version"], record["data"]["fine_amount_wan"]) == (1, "0.5")
-    now = profile(app_client, agency, uscc).json()["records"]["administrative_penalty"][0]
+    assert then.json()["summary"]["largest_fine_wan"] == "0.5"  # the fine in force then
+    today_profile = profile(app_client, agency, uscc).json()
+    now = today_profile["records"]["administrative_penalty"][0]
     assert (now["version"], now["data"]["fine_amount_wan"]) == (2, "7")
+    assert today_profile["summary"]["largest_fine_wan"] == "7"
     before = profile(app_client, agency, uscc, as_of=(today() - timedelta(days=40)).isoformat())
     assert before.status_code == 422
     assert before.json()["errors"][0]["code"] == "as_of.before_records"

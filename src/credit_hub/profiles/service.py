@@ -145,11 +145,11 @@ def identity(
 
 def _record(row: Any, personal_data: bool, keyring: Keyring) -> Json:
     """One record of a profile (the shape of `ProfileRecord`)."""
-    data: dict[str, Any] = row.data
+    data: Any = orjson.Fragment(row.data)  # the stored JSON, written out as it is
     if personal_data and row.personal_enc is not None:
         clear = keyring.decrypt(row.personal_enc)
         if clear is not None:
-            data = data | orjson.loads(clear)
+            data = orjson.loads(row.data) | orjson.loads(clear)
     return {
         "id": row.id,
         "standard": row.standard,
@@ -208,14 +208,11 @@ def summarize(facts: Iterable[Fact], penalty_standards: frozenset[str]) -> Json:
     }
 
 
-def _fact(record: Json) -> Fact:
-    return Fact(
-        record["standard"],
-        record["status"],
-        record["under_objection"],
-        record["decision_date"],
-        record["data"].get("fine_amount_wan"),
-    )
+def _fact(row: Any, past: bool) -> Fact:
+    """What a summary needs of a record row of `queries.visible_records`: the fine of a
+    `past` version is read from its document, today's from the record."""
+    fine = orjson.loads(row.data).get("fine_amount_wan") if past else row.fine
+    return Fact(row.standard, row.status, bool(row.under_objection), row.decision_date, fine)
 
 
 def penalty_standards(standards: Standards) -> frozenset[str]:
@@ -299,7 +296,7 @@ def profile_of_key(
 def _assemble(
     subject: SubjectRow,
     former_names: list[Json],
-    rows: Iterable[Any],
+    rows: Sequence[Any],
     request: ReadRequest,
     client: Principal,
     keyring: Keyring,
@@ -314,7 +311,10 @@ def _assemble(
         "subject": identity(subject, former_names, client, keyring),
         "as_of": request.on,
         "records": dict(sorted(grouped.items())),
-        "summary": summarize(map(_fact, records), penalty_standards(standards)),
+        "summary": summarize(
+            (_fact(row, request.as_of_end is not None) for row in rows),
+            penalty_standards(standards),
+        ),
     }
 
 

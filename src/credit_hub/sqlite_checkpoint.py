@@ -28,7 +28,7 @@ from credit_hub.sqlite_threads import DatabaseThreads
 
 # A round writes each page changed since the last round once: the index pages every batch
 # touches are written once per round, not once per batch. bench/ingest.py in paired runs:
-# pushes ~6% faster than with rounds every 0.1 s. At 0.5 s, as fast, but a round took up to
+# pushes 4-6% faster than with rounds every 0.1 s. At 0.5 s as fast, but a round took up to
 # 100 ms, the log passed 32 MiB (RESTARTs took writers' turns) and more batches passed 250 ms.
 INTERVAL_SECONDS = 0.25
 AUTOCHECKPOINT_PAGES = 65536  # the connections' backstop: 256 MiB of log at 4 KiB pages

@@ -3,6 +3,7 @@ their own; every answer has its committed event, in one verifiable chain."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -86,6 +87,20 @@ def test_concurrent_reads_each_leave_one_committed_event_in_one_chain(
         # Every answer was sent after its event was committed: all of them are there now.
         assert statuses == [200] * READERS * READS
         assert _events(sessions, "profile.read") - before == READERS * READS
+        # The same answers as without group commit: 304 for a known ETag, 404 for no subject.
+        headers = {"Authorization": f"Bearer {agency}"}
+        first = client.get(f"/v1/subjects/{usccs[0]}/profile", params=read, headers=headers)
+        again = client.get(
+            f"/v1/subjects/{usccs[0]}/profile",
+            params=read,
+            headers=headers | {"If-None-Match": first.headers["ETag"]},
+        )
+        assert (first.status_code, again.status_code) == (200, 304)
+        unknown = factories.make_uscc(799)
+        missing = client.get(f"/v1/subjects/{unknown}/profile", params=read, headers=headers)
+        assert missing.status_code == 404
+        assert missing.headers["content-type"] == "application/problem+json"
+        assert _events(sessions, "profile.read") - before == READERS * READS + 2
         screened = client.post(
             "/v1/profiles/screen",
             json={"identifiers": usccs} | read,
@@ -154,6 +169,64 @@ def test_reads_arriving_during_an_append_are_appended_together_in_one_transactio
     assert _events(sessions, "profile.grouped") - before == 6
     with sessions() as session:
         assert audit.verify(session).ok
+
+
+def test_reads_of_one_turn_of_the_event_loop_are_handed_over_together(
+    sessions: sessionmaker[Session],
+) -> None:
+    # SQLite's profile reads run on the event loop: the events of the reads that finish in
+    # the same turn go to one worker thread together, in one transaction, and each read
+    # resumes only once they are committed.
+    class Counted(Database):
+        def __init__(self) -> None:
+            super().__init__(sessions)
+            self.transactions = 0
+
+        @contextmanager
+        def write(self) -> Iterator[Session]:
+            self.transactions += 1
+            with super().write() as session:
+                yield session
+
+    db = Counted()
+    appender = audit.Appender(db)
+    before = _events(sessions, "profile.looped")
+
+    async def read(n: int) -> int:
+        event = audit.read_event(actor=None, action="profile.looped", case_ref=f"L-{n}")
+        await appender.append_from_loop([event])
+        return _events(sessions, "profile.looped") - before  # committed by now
+
+    async def reads() -> list[int]:
+        return await asyncio.gather(*(read(n) for n in range(5)))
+
+    seen = asyncio.run(reads())
+    assert seen == [5] * 5  # every read saw all five events committed when it resumed
+    assert db.transactions == 1
+    asyncio.run(appender.append_from_loop([]))  # nothing to append: no transaction
+    assert db.transactions == 1
+    with sessions() as session:
+        assert audit.verify(session).ok
+
+
+def test_a_failed_append_fails_every_read_of_the_loop_waiting_on_it() -> None:
+    class Broken(Database):
+        def __init__(self) -> None:
+            pass
+
+        def write(self) -> Iterator[Session]:  # type: ignore[override]
+            raise RuntimeError("the database went away")
+
+    appender = audit.Appender(Broken())
+
+    async def reads() -> list[BaseException | None]:
+        events = [[audit.read_event(actor=None, action="profile.read")] for _ in range(3)]
+        return await asyncio.gather(
+            *(appender.append_from_loop(e) for e in events), return_exceptions=True
+        )
+
+    outcomes = asyncio.run(reads())
+    assert [type(o) for o in outcomes] == [RuntimeError] * 3
 
 
 def test_postgresql_appends_in_two_round_trips_store_what_sqlalchemy_stores(

@@ -8,6 +8,7 @@ commit that follows), on SQLite by the write lock every writing transaction hold
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import threading
 import time
@@ -243,6 +244,8 @@ class Appender:
         self._changed = threading.Condition()
         self._waiting: deque[tuple[list[dict[str, Any]], Future[None]]] = deque()
         self._appending = False
+        self._from_loop: list[tuple[list[dict[str, Any]], asyncio.Future[None]]] = []
+        self._loop_connection: Connection | None = None
 
     def append(self, events: list[dict[str, Any]], timeout: float = 60) -> None:
         """Append `events` (from `read_event`); returns once committed, raises if not."""
@@ -262,8 +265,50 @@ class Appender:
                 self._changed.wait(left)
         done.result()  # the append's error, if it failed
 
+    def read_on_loop(self, read: Callable[[Connection], Result]) -> Result:
+        """A single-statement read in the calling thread, the event loop's: SQLite's (WAL)
+        readers never wait for a writer, and a thread-pool hop cost as much CPU as the read.
+        It runs on a connection kept for the loop, so that the loop never waits for the pool
+        (threads queued for the write lock can hold all of it), and in autocommit."""
+        connection = self._loop_connection
+        if connection is None or connection.closed or connection.invalidated:
+            connection = self.db.engine.connect().execution_options(read_only=True)
+            self._loop_connection = connection
+        try:
+            return read(connection)
+        finally:
+            if connection.in_transaction():  # begun by SQLAlchemy (statements watched)
+                connection.rollback()
+
+    async def append_from_loop(self, events: list[dict[str, Any]]) -> None:
+        """`append` for a read made on the event loop itself: the events of every read that
+        finishes in the same turn of the loop go to a worker thread together, one hop for
+        all of them instead of one per read; returns once they are committed."""
+        if not events:
+            return
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        self._from_loop.append((events, done))
+        if len(self._from_loop) == 1:  # the first since the last hand-over: hand over soon
+            loop.call_soon(self._hand_over, loop)
+        await done
+
+    def _hand_over(self, loop: asyncio.AbstractEventLoop) -> None:
+        batch, self._from_loop = self._from_loop, []
+        events = [event for events, _ in batch for event in events]
+        try:
+            appended = loop.run_in_executor(None, self.append, events)
+        except RuntimeError as error:  # the loop's executor has shut down: nowhere to append
+            _settle(batch, error)
+            return
+        appended.add_done_callback(lambda done: _settle(batch, _failure(done)))
+
     def close(self) -> None:
-        """Nothing to stop: appends run in the threads of the reads waiting for them."""
+        """Nothing to stop (appends run in the threads of the reads waiting for them); the
+        loop's connection goes back to the pool."""
+        connection, self._loop_connection = self._loop_connection, None
+        if connection is not None:
+            connection.close()
 
     def _lead(self) -> None:
         """Append what is waiting (called holding `_changed`, released while appending)."""
@@ -301,6 +346,26 @@ class Appender:
         else:
             for _, done in batch:
                 done.set_result(None)
+
+
+def _failure(appended: asyncio.Future[None]) -> BaseException | None:
+    """Why an append did not commit (None if it did); cancelled counts as not committed."""
+    if appended.cancelled():
+        return asyncio.CancelledError()
+    return appended.exception()
+
+
+def _settle(
+    batch: list[tuple[list[dict[str, Any]], asyncio.Future[None]]], error: BaseException | None
+) -> None:
+    """Wake the reads of a hand-over: their events are committed, or `error` failed them."""
+    for _, done in batch:
+        if done.done():  # the read was cancelled meanwhile
+            continue
+        if error is None:
+            done.set_result(None)
+        else:
+            done.set_exception(error)
 
 
 def audited_read(

@@ -163,7 +163,12 @@ async def read_profile(key: str, request: Request, db: DbDep) -> Response:
         )
         return _built(made, if_none_match)
 
-    if service.one_statement(read):
+    if service.one_statement(read) and appender is not None and db.one_writer:
+        # SQLite: read on the event loop; the audit events of the reads of one turn of the
+        # loop are appended together from a worker thread (Appender.append_from_loop).
+        built = appender.read_on_loop(build)
+        await appender.append_from_loop(events(built))
+    elif service.one_statement(read):
         built = await run_in_threadpool(audit.audited_statement, db, build, events, appender)
     else:
         built = await run_in_threadpool(audit.audited_read, db, build, events, appender)

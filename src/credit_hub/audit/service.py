@@ -283,7 +283,8 @@ class Appender:
     async def append_from_loop(self, events: list[dict[str, Any]]) -> None:
         """`append` for a read made on the event loop itself: the events of every read that
         finishes in the same turn of the loop go to a worker thread together, one hop for
-        all of them instead of one per read; returns once they are committed."""
+        all of them instead of one per read; returns once they are committed. For the one
+        loop of a server process (its reads share one hand-over list)."""
         if not events:
             return
         loop = asyncio.get_running_loop()

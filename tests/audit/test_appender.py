@@ -112,15 +112,38 @@ def test_concurrent_reads_each_leave_one_committed_event_in_one_chain(
         assert audit.verify(session).ok
 
 
+class _Broken(Database):
+    """A database whose every write transaction fails."""
+
+    def __init__(self) -> None:
+        pass
+
+    def write(self) -> Iterator[Session]:  # type: ignore[override]
+        raise RuntimeError("the database went away")
+
+
+class _Counted(Database):
+    """The test database, counting its write transactions; with `gated`, the first one waits
+    to be released."""
+
+    def __init__(self, sessions: sessionmaker[Session], *, gated: bool = False) -> None:
+        super().__init__(sessions)
+        self.transactions = 0
+        self.gated = gated
+        self.entered, self.release = threading.Event(), threading.Event()
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        self.transactions += 1
+        if self.gated and self.transactions == 1:
+            self.entered.set()
+            self.release.wait(10)
+        with super().write() as session:
+            yield session
+
+
 def test_a_failed_append_fails_every_read_waiting_on_it(hub_settings: Settings) -> None:
-    class Broken(Database):
-        def __init__(self) -> None:
-            pass
-
-        def write(self) -> Iterator[Session]:  # type: ignore[override]
-            raise RuntimeError("the database went away")
-
-    appender = audit.Appender(Broken())
+    appender = audit.Appender(_Broken())
     try:
         with pytest.raises(RuntimeError, match="went away"):
             appender.append([audit.read_event(actor=None, action="profile.read")])
@@ -131,24 +154,7 @@ def test_a_failed_append_fails_every_read_waiting_on_it(hub_settings: Settings) 
 def test_reads_arriving_during_an_append_are_appended_together_in_one_transaction(
     sessions: sessionmaker[Session],
 ) -> None:
-    class Gated(Database):
-        """The test database; its first write transaction waits to be released."""
-
-        def __init__(self) -> None:
-            super().__init__(sessions)
-            self.transactions = 0
-            self.entered, self.release = threading.Event(), threading.Event()
-
-        @contextmanager
-        def write(self) -> Iterator[Session]:
-            self.transactions += 1
-            if self.transactions == 1:
-                self.entered.set()
-                self.release.wait(10)
-            with super().write() as session:
-                yield session
-
-    db = Gated()
+    db = _Counted(sessions, gated=True)
     appender = audit.Appender(db)
     before = _events(sessions, "profile.grouped")
 
@@ -177,18 +183,7 @@ def test_reads_of_one_turn_of_the_event_loop_are_handed_over_together(
     # SQLite's profile reads run on the event loop: the events of the reads that finish in
     # the same turn go to one worker thread together, in one transaction, and each read
     # resumes only once they are committed.
-    class Counted(Database):
-        def __init__(self) -> None:
-            super().__init__(sessions)
-            self.transactions = 0
-
-        @contextmanager
-        def write(self) -> Iterator[Session]:
-            self.transactions += 1
-            with super().write() as session:
-                yield session
-
-    db = Counted()
+    db = _Counted(sessions)
     appender = audit.Appender(db)
     before = _events(sessions, "profile.looped")
 
@@ -210,14 +205,7 @@ def test_reads_of_one_turn_of_the_event_loop_are_handed_over_together(
 
 
 def test_a_failed_append_fails_every_read_of_the_loop_waiting_on_it() -> None:
-    class Broken(Database):
-        def __init__(self) -> None:
-            pass
-
-        def write(self) -> Iterator[Session]:  # type: ignore[override]
-            raise RuntimeError("the database went away")
-
-    appender = audit.Appender(Broken())
+    appender = audit.Appender(_Broken())
 
     async def reads() -> list[BaseException | None]:
         events = [[audit.read_event(actor=None, action="profile.read")] for _ in range(3)]

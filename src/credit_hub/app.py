@@ -40,6 +40,7 @@ from credit_hub.migrate import head_revision
 from credit_hub.objections import maintenance
 from credit_hub.objections.router import router as due_process_router
 from credit_hub.ops.router import router as ops_router
+from credit_hub.pg_loop import LoopConnections
 from credit_hub.profiles.router import router as profiles_router
 from credit_hub.ratelimit import make_limiter
 from credit_hub.records.router import router as records_router
@@ -147,7 +148,11 @@ def create_app(
             gc.freeze()
             gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
         if settings.audit_group_commit:
-            app.state.audit_appender = Appender(app.state.db, plain_connection=True)
+            if engine.dialect.name == "postgresql":  # profile reads and their events
+                app.state.pg_loop = LoopConnections(engine, settings.pool_size)
+            app.state.audit_appender = Appender(
+                app.state.db, plain_connection=True, loop_connections=app.state.pg_loop
+            )
         stop = None
         if settings.maintenance_every_hours > 0:  # expiry and retention without a cron
             _, stop = maintenance.schedule(
@@ -172,6 +177,8 @@ def create_app(
             app.state.worker.stop()
         if app.state.audit_appender is not None:
             app.state.audit_appender.close()
+        if app.state.pg_loop is not None:
+            app.state.pg_loop.close()
         if webhooks is not None:
             webhooks.stop()
         if stop is not None:
@@ -199,6 +206,7 @@ def create_app(
     app.state.worker = None
     app.state.principals = PrincipalCache(settings.auth_cache_seconds)
     app.state.audit_appender = None  # started by the lifespan (audit_group_commit)
+    app.state.pg_loop = None  # PostgreSQL's connections for the event loop, with the appender
     app.state.rate_limiter = make_limiter(settings.rate_limit_per_second, settings.rate_limit_burst)
 
     install_problem_handlers(app)

@@ -9,7 +9,8 @@ runs inside the session's current transaction, or on a plain Connection (no Sess
 BEGIN of SQLAlchemy's: a single statement in autocommit). When something listens to the engine's
 cursor events (the benchmark's EXPLAIN capture), it runs through SQLAlchemy instead.
 
-Only scalar bound parameters: expanding `IN` lists stay with SQLAlchemy.
+Only scalar bound parameters: expanding `IN` lists stay with SQLAlchemy. On PostgreSQL a
+statement can also run on a psycopg asyncio connection (`rows_async`, `pg_loop`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 from collections import namedtuple
 from typing import Any
 
+import psycopg
 from sqlalchemy import Connection, Executable
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
@@ -40,6 +42,16 @@ class _Compiled:
         columns = compiled._result_columns
         self.row: Any = namedtuple("Row", [c.keyname for c in columns]) if columns else None
         self.results = [c.type._cached_result_processor(dialect, None) for c in columns]
+
+    def made(self, raw: list[Any]) -> list[Any]:
+        """The driver's rows as named tuples, through the columns' result processors."""
+        make, processors = self.row._make, self.results
+        if not any(processors):
+            return [make(r) for r in raw]
+        return [
+            make([p(v) if p is not None else v for p, v in zip(processors, r, strict=True)])
+            for r in raw
+        ]
 
     def parameters(self, given: dict[str, Any]) -> Any:
         values = self.defaults | given
@@ -79,13 +91,20 @@ class Prepared:
             raw = cursor.fetchall()
         finally:
             cursor.close()
-        make, processors = compiled.row._make, compiled.results
-        if not any(processors):
-            return [make(r) for r in raw]
-        return [
-            make([p(v) if p is not None else v for p, v in zip(processors, r, strict=True)])
-            for r in raw
-        ]
+        return compiled.made(raw)
+
+    async def rows_async(
+        self, connection: psycopg.AsyncConnection[Any], dialect: Dialect, /, **params: Any
+    ) -> list[Any]:
+        """`rows` on a psycopg asyncio connection (in autocommit) for `dialect`'s engine: the
+        statement runs alone, in a snapshot of its own."""
+        compiled = self.compiled(dialect)
+        async with connection.cursor() as cursor:
+            await cursor.execute(compiled.sql, compiled.parameters(params))
+            if compiled.row is None:
+                return []
+            raw = await cursor.fetchall()
+        return compiled.made(raw)
 
     def first(self, source: Session | Connection, /, **params: Any) -> Any:
         found = self.rows(source, **params)

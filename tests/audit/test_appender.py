@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from credit_hub.access.models import ClientKind
@@ -23,6 +23,7 @@ from credit_hub.audit import service as audit
 from credit_hub.audit.models import AuditEvent
 from credit_hub.config import Settings
 from credit_hub.db import Database
+from credit_hub.pg_loop import LoopConnections
 from tests import factories
 from tests.live import dedicated_settings, new_client, sessions_on
 
@@ -108,6 +109,56 @@ def test_concurrent_reads_each_leave_one_committed_event_in_one_chain(
         )
         assert screened.status_code == 200
         assert _events(sessions, "profile.screened") == READERS
+    with sessions() as session:
+        assert audit.verify(session).ok
+
+
+def test_profile_reads_on_the_event_loop_answer_what_the_thread_pool_answers(
+    hub_settings: Settings, sessions: sessionmaker[Session]
+) -> None:
+    # PostgreSQL's profile reads run their statement on the event loop (pg_loop); SQLite's
+    # on the loop's own connection. Either way: the same body and ETag as the read in a
+    # worker thread, and an audit event for each.
+    department = new_client(sessions, ClientKind.DEPARTMENT)[1]
+    agency = new_client(sessions, ClientKind.AGENCY)[1]
+    uscc = factories.make_uscc(777)
+    batches = {
+        "administrative_penalty": [
+            factories.penalty(40 + n, counterpart_uscc=uscc) for n in (0, 1, 2)
+        ],
+        "administrative_licensing": [factories.licence(41, counterpart_uscc=uscc)],
+    }
+    params = {"purpose": "procurement", "case_ref": "APPENDER-LOOP"}
+    headers = {"Authorization": f"Bearer {agency}"}
+    postgresql = sessions.kw["bind"].dialect.name == "postgresql"
+    with TestClient(create_app(hub_settings)) as client:
+        state: Any = client.app.state  # type: ignore[attr-defined]
+        assert (state.pg_loop is not None) == postgresql
+        for standard, batch in batches.items():
+            pushed = client.post(
+                "/v1/records",
+                json={"standard": standard, "records": batch},
+                headers={"Authorization": f"Bearer {department}"},
+            )
+            assert pushed.status_code == 201, pushed.text
+        before = _events(sessions, "profile.read")
+        url = f"/v1/subjects/{uscc}/profile"
+        on_loop = client.get(url, params=params, headers=headers)
+        appender, pg_loop = state.audit_appender, state.pg_loop
+        state.audit_appender = state.pg_loop = None  # the thread pool's path
+        try:
+            in_thread = client.get(url, params=params, headers=headers)
+        finally:
+            state.audit_appender, state.pg_loop = appender, pg_loop
+        assert on_loop.status_code == in_thread.status_code == 200
+        assert on_loop.content == in_thread.content
+        assert on_loop.headers["ETag"] == in_thread.headers["ETag"]
+        assert sum(map(len, on_loop.json()["records"].values())) == 4
+        missing = client.get(
+            f"/v1/subjects/{factories.make_uscc(778)}/profile", params=params, headers=headers
+        )
+        assert missing.status_code == 404
+        assert _events(sessions, "profile.read") - before == 2  # a 404 read nothing
     with sessions() as session:
         assert audit.verify(session).ok
 
@@ -215,6 +266,65 @@ def test_a_failed_append_fails_every_read_of_the_loop_waiting_on_it() -> None:
 
     outcomes = asyncio.run(reads())
     assert [type(o) for o in outcomes] == [RuntimeError] * 3
+
+
+def _transactions(sessions: sessionmaker[Session], action: str) -> int:
+    """PostgreSQL: how many transactions inserted the events of `action` (rows that one
+    transaction inserted share its xmin)."""
+    with sessions() as session:
+        return session.execute(
+            text("SELECT count(DISTINCT xmin::text) FROM audit_event WHERE action = :action"),
+            {"action": action},
+        ).scalar_one()
+
+
+def test_postgresql_appends_the_reads_of_the_loop_on_the_loop(
+    hub_settings: Settings, sessions: sessionmaker[Session]
+) -> None:
+    # PostgreSQL's profile reads run on the event loop: their events are appended there too,
+    # one batch in flight at a time. The reads of one turn go in one transaction, and each
+    # resumes only once it is committed; a failed append fails its reads, and the next goes on.
+    engine = sessions.kw["bind"]
+    if engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL's append on the event loop")
+    payload = {"note": "引号 ' \" \\ ; COMMIT; --"}
+
+    def event(action: str, **spec: Any) -> list[dict[str, Any]]:
+        return [audit.read_event(actor=None, action=action, case_ref="O'Brien", **spec)]
+
+    async def reads() -> tuple[list[int], list[BaseException | None], int]:
+        connections = LoopConnections(engine, size=2)
+        appender = audit.Appender(Database(sessions), loop_connections=connections)
+        try:
+
+            async def read(n: int) -> int:
+                await appender.append_from_loop(event("loop.appended", payload=payload))
+                return _events(sessions, "loop.appended")  # committed by now
+
+            seen = await asyncio.gather(*(read(n) for n in range(5)))
+            failed = await asyncio.gather(
+                appender.append_from_loop(event("loop.failed")),
+                appender.append_from_loop(event("x" * 65)),  # action is VARCHAR(64)
+                return_exceptions=True,
+            )
+            many = [audit.read_event(actor=None, action="loop.many") for _ in range(40)]
+            await appender.append_from_loop(many)  # with parameters, not literal rows
+            return seen, failed, _events(sessions, "loop.many")
+        finally:
+            connections.close()
+
+    seen, failed, many = asyncio.run(reads())
+    assert seen == [5] * 5
+    assert _transactions(sessions, "loop.appended") == 1
+    assert [type(f).__name__ for f in failed] == ["StringDataRightTruncation"] * 2
+    assert _events(sessions, "loop.failed") == 0  # nothing of the failed batch is stored
+    assert many == 40
+    with sessions() as session:
+        stored = session.scalars(
+            select(AuditEvent).where(AuditEvent.action == "loop.appended")
+        ).all()
+        assert [(e.payload, e.case_ref) for e in stored] == [(payload, "O'Brien")] * 5
+        assert audit.verify(session).ok
 
 
 def test_postgresql_appends_in_two_round_trips_store_what_sqlalchemy_stores(

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 import orjson
 import psycopg
 from sqlalchemy import Connection, Engine, bindparam, insert, select, text
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
 from credit_hub.access.service import Principal
@@ -31,6 +32,7 @@ from credit_hub.audit.models import AuditEvent
 from credit_hub.db import Database, table, utcnow
 from credit_hub.fastsql import Prepared
 from credit_hub.log import current_request_id
+from credit_hub.pg_loop import LoopConnections
 
 Result = TypeVar("Result")
 
@@ -183,9 +185,7 @@ def _append_in_two_round_trips(engine: Engine, events: Sequence[dict[str, Any]])
             last = cursor.fetchone()
             made = _chained(_Head._make(last) if last else None, events)
             if len(made) <= _LITERAL_ROWS:
-                insert_into, _, row = append.sql.partition(" VALUES ")
-                rows = ", ".join(cursor.mogrify(row, append.parameters(event)) for event in made)
-                cursor.execute(f"{insert_into} VALUES {rows}; COMMIT")
+                cursor.execute(_literal_rows_and_commit(cursor, append, made))
             else:  # a screening's hundreds: one statement parsed, not hundreds of literal rows
                 params = [append.parameters(event) for event in made]
                 connection.cursor().executemany(append.sql, params)
@@ -202,6 +202,37 @@ def _append_in_two_round_trips(engine: Engine, events: Sequence[dict[str, Any]])
                 fairy.invalidate()  # never back into the pool in autocommit
     finally:
         fairy.close()  # back to the pool
+
+
+async def _append_on_loop(
+    connection: psycopg.AsyncConnection[Any], dialect: Dialect, events: Sequence[dict[str, Any]]
+) -> None:
+    """`_append_in_two_round_trips` on a connection of the event loop's (`pg_loop`), in
+    autocommit; if it raises, the connection is closed, which ends the transaction."""
+    append = _APPEND_ONE.compiled(dialect)
+    cursor = psycopg.AsyncClientCursor(connection)
+    await cursor.execute(_HEAD)
+    while cursor.nextset():
+        pass
+    last = await cursor.fetchone()
+    made = _chained(_Head._make(last) if last else None, events)
+    if len(made) <= _LITERAL_ROWS:
+        await cursor.execute(_literal_rows_and_commit(cursor, append, made))
+    else:
+        params = [append.parameters(event) for event in made]
+        await connection.cursor().executemany(append.sql, params)
+        await connection.execute("COMMIT")
+
+
+def _literal_rows_and_commit(
+    cursor: psycopg.ClientCursor[Any] | psycopg.AsyncClientCursor[Any],
+    append: Any,
+    made: list[dict[str, Any]],
+) -> str:
+    """One INSERT of `made` as literal rows (bound client-side by psycopg), then COMMIT."""
+    insert_into, _, row = append.sql.partition(" VALUES ")
+    rows = ", ".join(cursor.mogrify(row, append.parameters(event)) for event in made)
+    return f"{insert_into} VALUES {rows}; COMMIT"
 
 
 _Head = namedtuple("_Head", ["id", "hash"])
@@ -235,8 +266,17 @@ class Appender:
 
     MAX_BATCH = 500
 
-    def __init__(self, db: Database, *, plain_connection: bool = False) -> None:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        plain_connection: bool = False,
+        loop_connections: LoopConnections | None = None,
+    ) -> None:
         self.db = db
+        # PostgreSQL: the events of reads made on the event loop are appended on it too.
+        self._loop_connections = loop_connections
+        self._loop_leader: asyncio.Task[None] | None = None
         # plain_connection (the server): on PostgreSQL, batches are appended in two round
         # trips; on SQLite in a transaction on a plain Connection (a Session's set-up and
         # tear-down cost as much as the statements). Otherwise in a transaction of `db.write()`.
@@ -290,9 +330,31 @@ class Appender:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
         self._from_loop.append((events, done))
-        if len(self._from_loop) == 1:  # the first since the last hand-over: hand over soon
+        if self._loop_connections is not None:
+            if self._loop_leader is None:  # appends from the loop until none are waiting
+                self._loop_leader = loop.create_task(self._lead_on_loop(self._loop_connections))
+        elif len(self._from_loop) == 1:  # the first since the last hand-over: hand over soon
             loop.call_soon(self._hand_over, loop)
         await done
+
+    async def _lead_on_loop(self, connections: LoopConnections) -> None:
+        """PostgreSQL: append what reads on the loop left waiting, batch after batch, on a
+        connection of the loop's; the reads of one batch resume once it is committed."""
+        try:
+            while self._from_loop:
+                batch, self._from_loop = self._from_loop, []
+                events = [event for events, _ in batch for event in events]
+                try:
+                    async with connections.connection() as connection:
+                        await _append_on_loop(connection, connections.dialect, events)
+                except BaseException as error:
+                    _settle(batch, error)
+                    if not isinstance(error, Exception):
+                        raise
+                else:
+                    _settle(batch, None)
+        finally:
+            self._loop_leader = None
 
     def _hand_over(self, loop: asyncio.AbstractEventLoop) -> None:
         batch, self._from_loop = self._from_loop, []

@@ -347,14 +347,36 @@ def profile_read(
 ) -> OneRead | None:
     """Without `as_of`: a profile's subject (None if no subject has this key), former names
     and records in one statement (on a Session's or a plain Connection)."""
+    bind = source.get_bind() if isinstance(source, Session) else source
+    dialect = bind.dialect.name
+    statement, params = profile_statement(
+        dialect,
+        parsed,
+        on=on,
+        include_unpublished=include_unpublished,
+        include_withdrawn=include_withdrawn,
+    )
+    return one_read(statement.rows(source, **params), dialect)
+
+
+def profile_statement(
+    dialect: str,
+    parsed: tuple[str, Any],
+    *,
+    on: date,
+    include_unpublished: bool = False,
+    include_withdrawn: bool = False,
+) -> tuple[Prepared, dict[str, Any]]:
+    """`profile_read`'s statement and parameters, for a caller that runs it itself."""
     kind, value = parsed
     params: dict[str, Any] = {"value": value}
     if not include_unpublished:
         params["on"] = on
-    bind = source.get_bind() if isinstance(source, Session) else source
-    dialect = bind.dialect.name
-    statement = _profile_statement(dialect, kind, include_unpublished, include_withdrawn)
-    rows = statement.rows(source, **params)
+    return _profile_statement(dialect, kind, include_unpublished, include_withdrawn), params
+
+
+def one_read(rows: list[Any], dialect: str) -> OneRead | None:
+    """What `profile_read` answers, from the rows of `profile_statement`."""
     if not rows:
         return None
     first = rows[0]

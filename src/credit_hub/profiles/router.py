@@ -28,7 +28,7 @@ from credit_hub.errors import (
     Unauthorized,
     problem_responses,
 )
-from credit_hub.profiles import service
+from credit_hub.profiles import queries, service
 from credit_hub.profiles.schemas import (
     LookupRequest,
     Profile,
@@ -163,10 +163,24 @@ async def read_profile(key: str, request: Request, db: DbDep) -> Response:
         )
         return _built(made, if_none_match)
 
+    pg_loop = state.pg_loop
     if service.one_statement(read) and appender is not None and db.one_writer:
         # SQLite: read on the event loop; the audit events of the reads of one turn of the
         # loop are appended together from a worker thread (Appender.append_from_loop).
         built = appender.read_on_loop(build)
+        await appender.append_from_loop(events(built))
+    elif service.one_statement(read) and appender is not None and pg_loop is not None:
+        # PostgreSQL: the statement and the audit append on the event loop (pg_loop).
+        statement, params = service.profile_statement("postgresql", parsed, read)
+        rows = await pg_loop.rows(statement, **params)
+        made = service.profile_of_read(
+            queries.one_read(rows, "postgresql"),
+            read,
+            client=client,
+            keyring=state.keyring,
+            standards=state.standards,
+        )
+        built = _built(made, if_none_match)
         await appender.append_from_loop(events(built))
     elif service.one_statement(read):
         built = await run_in_threadpool(audit.audited_statement, db, build, events, appender)

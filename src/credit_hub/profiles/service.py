@@ -20,6 +20,7 @@ from credit_hub.access.models import Scope
 from credit_hub.access.service import Principal
 from credit_hub.audit import service as audit
 from credit_hub.errors import Forbidden, RequestInvalid, invalid_parameter
+from credit_hub.fastsql import Prepared
 from credit_hub.keyring import Keyring
 from credit_hub.profiles import queries
 from credit_hub.records.models import RecordStatus
@@ -285,6 +286,33 @@ def profile_of_key(
         include_unpublished=request.include_unpublished,
         include_withdrawn=request.include_withdrawn,
     )
+    return profile_of_read(read, request, client=client, keyring=keyring, standards=standards)
+
+
+def profile_statement(
+    dialect: str, parsed: tuple[str, str | uuid.UUID], request: ReadRequest
+) -> tuple[Prepared, dict[str, Any]]:
+    """The one statement of `profile_of_key` (where `one_statement` holds) and its
+    parameters, for a caller that runs it itself; `queries.one_read` of its rows then goes to
+    `profile_of_read`."""
+    return queries.profile_statement(
+        dialect,
+        parsed,
+        on=request.on,
+        include_unpublished=request.include_unpublished,
+        include_withdrawn=request.include_withdrawn,
+    )
+
+
+def profile_of_read(
+    read: queries.OneRead | None,
+    request: ReadRequest,
+    *,
+    client: Principal,
+    keyring: Keyring,
+    standards: Standards,
+) -> tuple[SubjectRow, Json]:
+    """The subject and profile of a one-statement read (404 if no subject had the key)."""
     if read is None:
         raise subjects.no_subject()
     wanted = request.standards

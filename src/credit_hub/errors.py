@@ -28,6 +28,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar
 
+import psycopg
+import sqlalchemy.exc
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -275,10 +277,36 @@ async def _unexpected_handler(request: Request, exc: Exception) -> JSONResponse:
     return problem_json(Problem("An unexpected error occurred; it has been logged."))
 
 
+async def _database_unavailable_handler(request: Request, exc: Exception) -> JSONResponse:
+    # The database is down, restarting, out of space or (SQLite) locked past the busy timeout:
+    # the client may retry, unlike after a bug. The driver's message stays in the log only.
+    log.error("database_unavailable", error=type(exc).__name__, path=request.url.path)
+    problem = ServiceUnavailable(
+        f"The database did not answer ({type(exc).__name__}); try again shortly. A push "
+        "retried with the same Idempotency-Key is stored at most once.",
+        headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
+        retry_after_seconds=DATABASE_RETRY_AFTER_SECONDS,
+    )
+    return problem_json(problem, request.url.path)
+
+
+# What a database that cannot answer raises: SQLAlchemy's wrapper of the DBAPI's
+# OperationalError, a pool that found no connection in time, and psycopg's own error from the
+# statements run on its connections directly (pg_loop, COPY).
+DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.TimeoutError,
+    psycopg.OperationalError,
+)
+DATABASE_RETRY_AFTER_SECONDS = 5
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Problem, _problem_handler)
     app.add_exception_handler(RequestValidationError, _validation_handler)
     app.add_exception_handler(StarletteHTTPException, _http_handler)
+    for unavailable in DATABASE_UNAVAILABLE:
+        app.add_exception_handler(unavailable, _database_unavailable_handler)
     app.add_exception_handler(Exception, _unexpected_handler)
 
 

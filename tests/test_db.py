@@ -22,7 +22,15 @@ from sqlalchemy.orm import Session
 from credit_hub.access.models import ClientKind
 from credit_hub.app import create_app
 from credit_hub.config import Settings
-from credit_hub.db import Database, make_engine, make_sessionmaker, new_id, new_ids, retryable
+from credit_hub.db import (
+    CONNECT_TIMEOUT_SECONDS,
+    Database,
+    make_engine,
+    make_sessionmaker,
+    new_id,
+    new_ids,
+    retryable,
+)
 from credit_hub.errors import ServiceUnavailable
 from tests import live
 
@@ -134,6 +142,22 @@ def _terminate(settings: Settings, pids: set[int]) -> None:
                 return
             time.sleep(0.02)
     raise AssertionError("the backends did not end")
+
+
+def test_postgresql_connections_give_up_connecting_after_a_timeout(tmp_path: Path) -> None:
+    # Both the engine's connections and the event loop's (pg_loop) are made from the URL.
+    def connect_args(url: str) -> dict[str, object]:
+        settings = Settings(database_url=url, secrets_file=tmp_path / "secrets.json")
+        engine = make_engine(settings)
+        try:
+            return dict(engine.dialect.create_connect_args(engine.url)[1])
+        finally:
+            engine.dispose()
+
+    given = connect_args("postgresql://postgres@127.0.0.1:5432/test")
+    assert given["connect_timeout"] == str(CONNECT_TIMEOUT_SECONDS)
+    chosen = connect_args("postgresql://postgres@127.0.0.1:5432/test?connect_timeout=3")
+    assert chosen["connect_timeout"] == "3"
 
 
 def test_a_healthy_pooled_connection_is_reused(pg_engine: Engine) -> None:

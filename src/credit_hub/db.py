@@ -16,6 +16,7 @@ import orjson
 from fastapi import Depends, Request
 from sqlalchemy import (
     JSON,
+    URL,
     DateTime,
     Engine,
     MetaData,
@@ -218,9 +219,21 @@ def make_engine(settings: Settings, **overrides: Any) -> Engine:
         # multi-VALUES batches here: psycopg re-parses every long multi-row statement.
         "use_insertmanyvalues": False,
     }
-    engine = create_engine(url, **(options | overrides))
+    engine = create_engine(_with_connect_timeout(url), **(options | overrides))
     event.listen(engine, "checkout", _closed_by_server)
     return engine
+
+
+# Seconds a new PostgreSQL connection may take (libpq waits for the OS otherwise: minutes,
+# for a host that drops packets); a `connect_timeout` in the URL takes precedence.
+CONNECT_TIMEOUT_SECONDS = 10
+
+
+def _with_connect_timeout(url: str) -> URL:
+    parsed = make_url(url)
+    if "connect_timeout" in parsed.query:
+        return parsed
+    return parsed.update_query_dict({"connect_timeout": str(CONNECT_TIMEOUT_SECONDS)})
 
 
 def _closed_by_server(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:

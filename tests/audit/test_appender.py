@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -325,6 +325,39 @@ def test_postgresql_appends_the_reads_of_the_loop_on_the_loop(
         ).all()
         assert [(e.payload, e.case_ref) for e in stored] == [(payload, "O'Brien")] * 5
         assert audit.verify(session).ok
+
+
+class _Stalled:
+    """Loop connections that never hand one out: an append on the loop waits until cancelled."""
+
+    dialect = None
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[Any]:
+        await asyncio.Event().wait()
+        yield None
+
+
+def test_reads_waiting_on_a_cancelled_loop_append_are_cancelled_not_left_waiting() -> None:
+    appender = audit.Appender(_Broken(), loop_connections=_Stalled())  # type: ignore[arg-type]
+
+    async def reads() -> list[type[BaseException]]:
+        first = asyncio.ensure_future(appender.append_from_loop(_one_event()))
+        await asyncio.sleep(0.05)  # the leader is appending (stalled)
+        second = asyncio.ensure_future(appender.append_from_loop(_one_event()))
+        await asyncio.sleep(0.05)  # waiting for the next batch
+        assert appender._loop_leader is not None
+        appender._loop_leader.cancel()
+        done = await asyncio.wait_for(
+            asyncio.gather(first, second, return_exceptions=True), timeout=5
+        )
+        return [type(outcome) for outcome in done]
+
+    assert asyncio.run(reads()) == [asyncio.CancelledError] * 2
+
+
+def _one_event() -> list[dict[str, Any]]:
+    return [audit.read_event(actor=None, action="profile.read")]
 
 
 def test_postgresql_appends_in_two_round_trips_store_what_sqlalchemy_stores(

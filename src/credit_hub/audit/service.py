@@ -347,10 +347,12 @@ class Appender:
                 try:
                     async with connections.connection() as connection:
                         await _append_on_loop(connection, connections.dialect, events)
-                except BaseException as error:
+                except Exception as error:  # this batch's reads fail; the next batch goes on
                     _settle(batch, error)
-                    if not isinstance(error, Exception):
-                        raise
+                except BaseException as error:  # cancelled: no later batch is appended either
+                    waiting, self._from_loop = self._from_loop, []
+                    _settle(batch + waiting, error)
+                    raise
                 else:
                     _settle(batch, None)
         finally:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select, text
+from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from credit_hub.access.models import ClientKind
@@ -268,6 +268,14 @@ def test_a_failed_append_fails_every_read_of_the_loop_waiting_on_it() -> None:
     assert [type(o) for o in outcomes] == [RuntimeError] * 3
 
 
+def _postgresql(sessions: sessionmaker[Session]) -> Engine:
+    """The suite's engine; the test is skipped unless it is PostgreSQL's."""
+    engine: Engine = sessions.kw["bind"]
+    if engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL's appends")
+    return engine
+
+
 def _transactions(sessions: sessionmaker[Session], action: str) -> int:
     """PostgreSQL: how many transactions inserted the events of `action` (rows that one
     transaction inserted share its xmin)."""
@@ -284,9 +292,7 @@ def test_postgresql_appends_the_reads_of_the_loop_on_the_loop(
     # PostgreSQL's profile reads run on the event loop: their events are appended there too,
     # one batch in flight at a time. The reads of one turn go in one transaction, and each
     # resumes only once it is committed; a failed append fails its reads, and the next goes on.
-    engine = sessions.kw["bind"]
-    if engine.dialect.name != "postgresql":
-        pytest.skip("PostgreSQL's append on the event loop")
+    engine = _postgresql(sessions)
     payload = {"note": "引号 ' \" \\ ; COMMIT; --"}
 
     def event(action: str, **spec: Any) -> list[dict[str, Any]]:
@@ -363,9 +369,7 @@ def _one_event() -> list[dict[str, Any]]:
 def test_postgresql_appends_in_two_round_trips_store_what_sqlalchemy_stores(
     hub_settings: Settings, sessions: sessionmaker[Session]
 ) -> None:
-    engine = sessions.kw["bind"]
-    if engine.dialect.name != "postgresql":
-        pytest.skip("PostgreSQL's append")
+    _postgresql(sessions)
     appender = audit.Appender(Database(sessions), plain_connection=True)
     payload = {"note": "引号 ' \" \\ ; COMMIT; --", "nested": {"n": [1, 2.5, None]}}
     quoted = {"action": "literal.checked", "case_ref": "O'Brien", "payload": payload}

@@ -59,6 +59,8 @@ partner agencies read a unified, audited profile per subject.
 * **Authentication**: `Authorization: Bearer <api key>`; standards and ops need none.
 * **Errors**: every error is RFC 9457 `application/problem+json` with a stable `type`; record
   errors list `index` (or `row`), `source_id`, JSON `pointer`, `code` and `message`.
+* **Retries**: `429` and `503` (the database did not answer) carry `Retry-After`; a push retried
+  with its `Idempotency-Key` is stored at most once.
 """
 
 TAGS = [

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, func, select, text
+from sqlalchemy import Engine, bindparam, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from credit_hub.access.models import ClientKind
@@ -330,6 +330,77 @@ def test_postgresql_appends_the_reads_of_the_loop_on_the_loop(
             select(AuditEvent).where(AuditEvent.action == "loop.appended")
         ).all()
         assert [(e.payload, e.case_ref) for e in stored] == [(payload, "O'Brien")] * 5
+        assert audit.verify(session).ok
+
+
+def test_a_loop_append_waits_for_the_reads_in_flight_and_no_longer_than_it_may(
+    hub_settings: Settings, sessions: sessionmaker[Session]
+) -> None:
+    # A read that hands its event over while other reads on the loop are still at their
+    # statement: the append waits for them (at most JOIN_SECONDS), so that one transaction
+    # serves them all. A read that fails hands nothing over and holds nobody up; a read
+    # slower than JOIN_SECONDS is not waited for.
+    engine = _postgresql(sessions)
+    Read = tuple[str, str | None, bool]  # action, what its statement ends after, fails
+
+    async def reads(join_seconds: float, *spec: Read) -> list[str]:
+        connections = LoopConnections(engine, size=2)
+        appender = audit.Appender(Database(sessions), loop_connections=connections)
+        await appender.append_from_loop([audit.read_event(actor=None, action="join.warm")])
+        appender.JOIN_SECONDS = join_seconds
+        log: list[str] = []
+
+        async def read(action: str, after: str | None, fail: bool) -> None:
+            with appender.reading_on_loop():
+                while after is not None and after not in log:  # the statement
+                    await asyncio.sleep(0)
+                for _ in range(3):  # the append `after` started is waiting by now
+                    await asyncio.sleep(0)
+                if fail:
+                    raise LookupError(action)
+                event = audit.read_event(actor=None, action=action)
+                appended = appender.hand_over_from_loop([event])
+                log.append(f"handed {action}")
+            await appended
+            log.append(f"committed {action}")
+
+        try:
+            await asyncio.gather(*(read(*s) for s in spec), return_exceptions=True)
+        finally:
+            connections.close()
+        return log
+
+    started = time.monotonic()
+    joined = asyncio.run(
+        reads(
+            5.0,
+            ("join.a", None, False),
+            ("join.b", "handed join.a", False),
+            ("join.failed", "handed join.a", True),
+        )
+    )
+    assert joined == ["handed join.a", "handed join.b", "committed join.a", "committed join.b"]
+    assert time.monotonic() - started < 4  # the failed read did not hold the append to its cap
+    slow = asyncio.run(
+        reads(0.05, ("join.fast", None, False), ("join.slow", "committed join.fast", False))
+    )
+    assert slow == [
+        "handed join.fast",
+        "committed join.fast",
+        "handed join.slow",
+        "committed join.slow",
+    ]
+    with sessions() as session:
+        transactions = [
+            session.execute(
+                text(
+                    "SELECT count(DISTINCT xmin::text) FROM audit_event WHERE action IN :actions"
+                ).bindparams(bindparam("actions", expanding=True)),
+                {"actions": actions},
+            ).scalar_one()
+            for actions in (["join.a", "join.b"], ["join.fast", "join.slow"])
+        ]
+        assert transactions == [1, 2]
         assert audit.verify(session).ok
 
 

@@ -265,6 +265,7 @@ class Appender:
     """
 
     MAX_BATCH = 500
+    JOIN_SECONDS = 0.002
 
     def __init__(
         self,
@@ -277,6 +278,8 @@ class Appender:
         # PostgreSQL: the events of reads made on the event loop are appended on it too.
         self._loop_connections = loop_connections
         self._loop_leader: asyncio.Task[None] | None = None
+        self._reads_on_loop = 0  # reads on the loop whose events are still to come
+        self._joined: asyncio.Future[None] | None = None  # done when they have all come
         # plain_connection (the server): on PostgreSQL, batches are appended in two round
         # trips; on SQLite in a transaction on a plain Connection (a Session's set-up and
         # tear-down cost as much as the statements). Otherwise in a transaction of `db.write()`.
@@ -325,23 +328,51 @@ class Appender:
         finishes in the same turn of the loop go to a worker thread together, one hop for
         all of them instead of one per read; returns once they are committed. For the one
         loop of a server process (its reads share one hand-over list)."""
-        if not events:
-            return
+        await self.hand_over_from_loop(events)
+
+    def hand_over_from_loop(self, events: list[dict[str, Any]]) -> asyncio.Future[None]:
+        """`append_from_loop` without waiting: the future is done once the events are
+        committed (for a read that hands over inside `reading_on_loop`)."""
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
+        if not events:
+            done.set_result(None)
+            return done
         self._from_loop.append((events, done))
         if self._loop_connections is not None:
             if self._loop_leader is None:  # appends from the loop until none are waiting
                 self._loop_leader = loop.create_task(self._lead_on_loop(self._loop_connections))
         elif len(self._from_loop) == 1:  # the first since the last hand-over: hand over soon
             loop.call_soon(self._hand_over, loop)
-        await done
+        return done
+
+    @contextmanager
+    def reading_on_loop(self) -> Iterator[None]:
+        """Around a read on the event loop that will hand its events over before the block
+        ends: on PostgreSQL an append about to start waits (up to JOIN_SECONDS) for the reads
+        in flight, so that their events go in the same transaction."""
+        self._reads_on_loop += 1
+        try:
+            yield
+        finally:
+            self._reads_on_loop -= 1
+            joined = self._joined
+            if self._reads_on_loop == 0 and joined is not None and not joined.done():
+                joined.set_result(None)
 
     async def _lead_on_loop(self, connections: LoopConnections) -> None:
         """PostgreSQL: append what reads on the loop left waiting, batch after batch, on a
-        connection of the loop's; the reads of one batch resume once it is committed."""
+        connection of the loop's; the reads of one batch resume once it is committed. A batch
+        first waits for the reads still in flight (at most JOIN_SECONDS): with one read at a
+        time there are none, and with several, one transaction serves them all."""
+        loop = asyncio.get_running_loop()
         try:
             while self._from_loop:
+                if self._reads_on_loop:
+                    self._joined = loop.create_future()
+                    with suppress(TimeoutError):
+                        await asyncio.wait_for(self._joined, self.JOIN_SECONDS)
+                    self._joined = None
                 batch, self._from_loop = self._from_loop, []
                 events = [event for events, _ in batch for event in events]
                 try:

@@ -172,16 +172,18 @@ async def read_profile(key: str, request: Request, db: DbDep) -> Response:
     elif service.one_statement(read) and appender is not None and pg_loop is not None:
         # PostgreSQL: the statement and the audit append on the event loop (pg_loop).
         statement, params = service.profile_statement("postgresql", parsed, read)
-        rows = await pg_loop.rows(statement, **params)
-        made = service.profile_of_read(
-            queries.one_read(rows, "postgresql"),
-            read,
-            client=client,
-            keyring=state.keyring,
-            standards=state.standards,
-        )
-        built = _built(made, if_none_match)
-        await appender.append_from_loop(events(built))
+        with appender.reading_on_loop():
+            rows = await pg_loop.rows(statement, **params)
+            made = service.profile_of_read(
+                queries.one_read(rows, "postgresql"),
+                read,
+                client=client,
+                keyring=state.keyring,
+                standards=state.standards,
+            )
+            built = _built(made, if_none_match)
+            appended = appender.hand_over_from_loop(events(built))
+        await appended
     elif service.one_statement(read):
         built = await run_in_threadpool(audit.audited_statement, db, build, events, appender)
     else:

@@ -432,6 +432,23 @@ def test_reads_waiting_on_a_cancelled_loop_append_are_cancelled_not_left_waiting
 
     assert asyncio.run(reads()) == [asyncio.CancelledError] * 2
 
+    # Cancelled while waiting for a read in flight to join the batch: the same.
+    appender = audit.Appender(_Broken(), loop_connections=_Stalled())  # type: ignore[arg-type]
+    appender.JOIN_SECONDS = 60
+
+    async def joining() -> type[BaseException]:
+        with appender.reading_on_loop():  # a read in flight, its statement not yet done
+            handed = asyncio.ensure_future(appender.append_from_loop(_one_event()))
+            await asyncio.sleep(0.05)  # the leader waits for the read in flight
+            assert appender._loop_leader is not None
+            appender._loop_leader.cancel()
+            outcome = await asyncio.wait_for(
+                asyncio.gather(handed, return_exceptions=True), timeout=5
+            )
+        return type(outcome[0])
+
+    assert asyncio.run(joining()) is asyncio.CancelledError
+
 
 def _one_event() -> list[dict[str, Any]]:
     return [audit.read_event(actor=None, action="profile.read")]

@@ -365,17 +365,13 @@ class Appender:
         connection of the loop's; the reads of one batch resume once it is committed. A batch
         first waits for the reads still in flight (at most JOIN_SECONDS): with one read at a
         time there are none, and with several, one transaction serves them all."""
-        loop = asyncio.get_running_loop()
         try:
             while self._from_loop:
-                if self._reads_on_loop:
-                    self._joined = loop.create_future()
-                    with suppress(TimeoutError):
-                        await asyncio.wait_for(self._joined, self.JOIN_SECONDS)
-                    self._joined = None
-                batch, self._from_loop = self._from_loop, []
-                events = [event for events, _ in batch for event in events]
+                batch: list[tuple[list[dict[str, Any]], asyncio.Future[None]]] = []
                 try:
+                    await self._join_reads_in_flight()
+                    batch, self._from_loop = self._from_loop, []
+                    events = [event for events, _ in batch for event in events]
                     async with connections.connection() as connection:
                         await _append_on_loop(connection, connections.dialect, events)
                 except Exception as error:  # this batch's reads fail; the next batch goes on
@@ -388,6 +384,16 @@ class Appender:
                     _settle(batch, None)
         finally:
             self._loop_leader = None
+
+    async def _join_reads_in_flight(self) -> None:
+        if not self._reads_on_loop:
+            return
+        self._joined = asyncio.get_running_loop().create_future()
+        try:
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._joined, self.JOIN_SECONDS)
+        finally:
+            self._joined = None
 
     def _hand_over(self, loop: asyncio.AbstractEventLoop) -> None:
         batch, self._from_loop = self._from_loop, []

@@ -247,10 +247,16 @@ def _closed_by_server(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
     """
     if dbapi_connection.closed:
         raise exc.DisconnectionError("the connection is closed")
-    poller = select.poll()
-    poller.register(dbapi_connection.fileno(), select.POLLIN)
-    if poller.poll(0):
+    if written_unasked(dbapi_connection.fileno()):
         raise exc.DisconnectionError("the server closed the connection, or wrote unasked")
+
+
+def written_unasked(socket_fd: int) -> bool:
+    """Whether an idle connection's socket has something to read (without blocking): the
+    server ended it, or wrote what nobody asked for (see `_closed_by_server`)."""
+    poller = select.poll()
+    poller.register(socket_fd, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

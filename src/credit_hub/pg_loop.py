@@ -13,7 +13,6 @@ was cancelled is closed, never reused: closing it ends any transaction it was in
 from __future__ import annotations
 
 import asyncio
-import select
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -22,6 +21,7 @@ import psycopg
 from sqlalchemy import Engine
 from sqlalchemy.engine import Dialect
 
+from credit_hub.db import written_unasked
 from credit_hub.fastsql import Prepared
 
 
@@ -85,9 +85,7 @@ def _usable(connection: psycopg.AsyncConnection[Any]) -> bool:
     read unless the backend ended and sent its last error (as `db._closed_by_server`)."""
     if connection.closed or connection.info.transaction_status != _IDLE:
         return False
-    poller = select.poll()
-    poller.register(connection.fileno(), select.POLLIN)
-    return not poller.poll(0)
+    return not written_unasked(connection.fileno())
 
 
 def _close_now(connection: psycopg.AsyncConnection[Any]) -> None:

@@ -17,7 +17,6 @@ from operator import itemgetter
 from typing import Any, NamedTuple
 
 from sqlalchemy import (
-    Connection,
     Row,
     Select,
     Text,
@@ -262,7 +261,7 @@ def _profile_statement(
     `subjects.find_parsed` does), its former names as JSON, and one row per visible record
     (PostgreSQL: one row of NULL record columns when it has none). PostgreSQL joins the
     records LATERAL and orders the names in the aggregate; SQLite (3.40: neither) answers the
-    subject in a first row of its own and leaves the names' order to `profile_read`."""
+    subject in a first row of its own and leaves the names' order to `one_read`."""
     s = _SUBJECTS
     by_key = (
         select(s.c.id, s.c.merged_into_id)
@@ -337,28 +336,6 @@ def _profile_statement(
     return Prepared(both.order_by(c.standard, c.decision_date.desc(), c.source_id))
 
 
-def profile_read(
-    source: Session | Connection,
-    parsed: tuple[str, Any],
-    *,
-    on: date,
-    include_unpublished: bool = False,
-    include_withdrawn: bool = False,
-) -> OneRead | None:
-    """Without `as_of`: a profile's subject (None if no subject has this key), former names
-    and records in one statement (on a Session's or a plain Connection)."""
-    bind = source.get_bind() if isinstance(source, Session) else source
-    dialect = bind.dialect.name
-    statement, params = profile_statement(
-        dialect,
-        parsed,
-        on=on,
-        include_unpublished=include_unpublished,
-        include_withdrawn=include_withdrawn,
-    )
-    return one_read(statement.rows(source, **params), dialect)
-
-
 def profile_statement(
     dialect: str,
     parsed: tuple[str, Any],
@@ -367,7 +344,9 @@ def profile_statement(
     include_unpublished: bool = False,
     include_withdrawn: bool = False,
 ) -> tuple[Prepared, dict[str, Any]]:
-    """`profile_read`'s statement and parameters, for a caller that runs it itself."""
+    """Without `as_of`: one statement (run on a Session's or a plain Connection, or on the
+    event loop's) that reads a profile's subject by key, its former names and its records;
+    `one_read` makes them a `OneRead` (None if no subject has this key)."""
     kind, value = parsed
     params: dict[str, Any] = {"value": value}
     if not include_unpublished:
@@ -376,7 +355,7 @@ def profile_statement(
 
 
 def one_read(rows: list[Any], dialect: str) -> OneRead | None:
-    """What `profile_read` answers, from the rows of `profile_statement`."""
+    """The subject, former names and record rows of `profile_statement`'s rows."""
     if not rows:
         return None
     first = rows[0]

@@ -279,13 +279,9 @@ def profile_of_key(
         subject = subjects.find_parsed(on, parsed)
         found = profile(on, subject, request, client=client, keyring=keyring, standards=standards)
         return subject, found
-    read = queries.profile_read(
-        on,
-        parsed,
-        on=request.on,
-        include_unpublished=request.include_unpublished,
-        include_withdrawn=request.include_withdrawn,
-    )
+    dialect = (on.get_bind() if isinstance(on, Session) else on).dialect.name
+    statement, params = profile_statement(dialect, parsed, request)
+    read = queries.one_read(statement.rows(on, **params), dialect)
     return profile_of_read(read, request, client=client, keyring=keyring, standards=standards)
 
 
@@ -293,8 +289,7 @@ def profile_statement(
     dialect: str, parsed: tuple[str, str | uuid.UUID], request: ReadRequest
 ) -> tuple[Prepared, dict[str, Any]]:
     """The one statement of `profile_of_key` (where `one_statement` holds) and its
-    parameters, for a caller that runs it itself; `queries.one_read` of its rows then goes to
-    `profile_of_read`."""
+    parameters; `queries.one_read` of its rows goes to `profile_of_read`."""
     return queries.profile_statement(
         dialect,
         parsed,

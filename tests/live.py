@@ -51,6 +51,12 @@ def recreate_database(name: str, *, create: bool = True) -> None:
     admin.dispose()
 
 
+def generated_secrets() -> dict[str, str]:
+    """Fresh secrets as Settings fields (what `credit-hub secrets generate` prints)."""
+    pairs = dict(line.split("=", 1) for line in generate_env().splitlines())
+    return {k.removeprefix("CREDIT_HUB_").lower(): v for k, v in pairs.items()}
+
+
 @contextmanager
 def dedicated_settings(folder: Path, name: str, **overrides: Any) -> Iterator[Settings]:
     """Settings on a fresh, migrated database of the suite's kind; dropped afterwards."""
@@ -62,8 +68,7 @@ def dedicated_settings(folder: Path, name: str, **overrides: Any) -> Iterator[Se
         name = f"{name}_{suite.removeprefix('credit_hub_test').strip('_')}".rstrip("_")[:63]
         recreate_database(name)
         url = _admin_url().set(database=name).render_as_string(hide_password=False)
-        pairs = dict(line.split("=", 1) for line in generate_env().splitlines())
-        secrets = {k.removeprefix("CREDIT_HUB_").lower(): v for k, v in pairs.items()}
+        secrets = generated_secrets()
     else:
         url = f"sqlite:///{folder / f'{name}.db'}"
     settings = Settings(

@@ -14,18 +14,12 @@ from credit_hub.app import create_app
 from credit_hub.config import Settings
 from credit_hub.db import make_engine
 from credit_hub.errors import DATABASE_RETRY_AFTER_SECONDS
-from credit_hub.keyring import generate_env
 from credit_hub.pg_loop import LoopConnections
 from tests import factories
-from tests.live import dedicated_settings, new_client, sessions_on
+from tests.live import dedicated_settings, generated_secrets, new_client, sessions_on
 
 NOWHERE = "postgresql://postgres@127.0.0.1:1/nothing"  # a port nothing listens on
 READ = {"purpose": "procurement", "case_ref": "UNAVAILABLE-1"}
-
-
-def _secrets() -> dict[str, str]:
-    pairs = dict(line.split("=", 1) for line in generate_env().splitlines())
-    return {k.removeprefix("CREDIT_HUB_").lower(): v for k, v in pairs.items()}
 
 
 def _assert_unavailable(answer: Any) -> None:
@@ -46,7 +40,7 @@ def test_requests_to_a_hub_whose_database_is_down_are_503(tmp_path: Path) -> Non
         worker_enabled=False,
         webhooks_worker=False,
         maintenance_every_hours=0,
-        **_secrets(),
+        **generated_secrets(),
     )
     with TestClient(create_app(settings)) as client:
         key = {"Authorization": "Bearer chk_0123456789abcdef0123456789abcdef"}

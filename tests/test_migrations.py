@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -17,7 +18,7 @@ from credit_hub.config import Settings
 from credit_hub.db import make_engine
 from credit_hub.models import Base
 from tests import factories
-from tests.live import dedicated_settings, new_client, sessions_on
+from tests.live import SERVER_DATABASE_URL, dedicated_settings, new_client, sessions_on
 
 
 def test_models_and_migrations_agree(engine: Engine) -> None:
@@ -96,3 +97,59 @@ def test_versions_keep_their_ends_through_a_downgrade_and_back(tmp_path: Path) -
             assert "superseded_at" not in columns
         finally:
             engine.dispose()
+
+
+def test_postgresql_writes_large_documents_with_lz4_and_reads_them_after_a_downgrade(
+    tmp_path: Path,
+) -> None:
+    # e2b7c4f91a58: a push's report (~200 bytes per record) is compressed with lz4; values
+    # written before or after a change of method stay readable.
+    if not SERVER_DATABASE_URL:
+        pytest.skip("PostgreSQL compresses large values; SQLite does not")
+    with dedicated_settings(tmp_path, "credit_hub_test_lz4") as settings:
+        with sessions_on(settings) as sessions:
+            department = new_client(sessions, ClientKind.DEPARTMENT)[1]
+        auth = {"Authorization": f"Bearer {department}"}
+        records = [factories.penalty(n) for n in range(60)]
+        with TestClient(create_app(settings)) as client:
+            pushed = client.post(
+                "/v1/records",
+                json={"standard": "administrative_penalty", "records": records},
+                headers=auth,
+            )
+            assert pushed.status_code == 201, pushed.text
+        engine = make_engine(settings)
+        try:
+            assert _compression(engine, "submission", "report") == "l"
+            assert _compression(engine, "record_version", "data") == "l"
+            with engine.connect() as connection:
+                method, created = connection.execute(
+                    text(
+                        "SELECT pg_column_compression(report), report->'counts'->>'created' "
+                        "FROM submission"
+                    )
+                ).one()
+            assert (method, created) == ("lz4", "60")
+            command.downgrade(migrate.alembic_config(settings), "d8e4a1c6b203")
+            assert _compression(engine, "submission", "report") == ""
+            with engine.connect() as connection:
+                outcomes = connection.execute(
+                    text("SELECT jsonb_array_length(report->'records') FROM submission")
+                ).scalar()
+            assert outcomes == 60
+        finally:
+            engine.dispose()
+
+
+def _compression(engine: Engine, table: str, column: str) -> str:
+    """pg_attribute.attcompression: 'l' for lz4, 'p' for pglz, '' for the server's default."""
+    with engine.connect() as connection:
+        return str(
+            connection.execute(
+                text(
+                    "SELECT attcompression FROM pg_attribute "
+                    "WHERE attrelid = CAST(:table AS regclass) AND attname = :column"
+                ),
+                {"table": table, "column": column},
+            ).scalar()
+        )

@@ -28,7 +28,7 @@ from urllib.request import pathname2url
 import structlog
 from sqlalchemy import Engine, event
 
-from credit_hub.sqlite_threads import DatabaseThreads
+from credit_hub.sqlite_threads import DatabaseThreads, lower_priority
 
 SCHEMA = "names"  # what the index file is attached as
 INTERVAL_SECONDS = 0.1
@@ -166,6 +166,8 @@ def open_indexer(database: str) -> sqlite3.Connection:
 
 def _run(path: str, wanted: Callable[[], bool]) -> None:
     connection: sqlite3.Connection | None = None
+    # Indexing holds no lock a request waits for (searches scan what is not indexed yet).
+    lower_priority()
     try:
         while True:
             time.sleep(INTERVAL_SECONDS)

@@ -70,3 +70,20 @@ class DatabaseThreads:
             self._threads.pop(key, None)  # a later connection starts a new thread
             self._engines.pop(key, None)
             return False
+
+
+BACKGROUND_NICENESS = 10
+
+
+def lower_priority() -> None:
+    """Run the calling thread at a lower CPU priority than the requests (`BACKGROUND_NICENESS`
+    more): on a busy machine the writer that holds the database's one write lock goes first,
+    and background work takes the time the requests leave. Linux schedules threads one by one,
+    and any thread may lower its own priority, but raising it back needs a privilege; a thread
+    started later takes its creator's priority. Elsewhere, or if refused, nothing changes."""
+    try:
+        thread = threading.get_native_id()
+        current = os.getpriority(os.PRIO_PROCESS, thread)
+        os.setpriority(os.PRIO_PROCESS, thread, min(current + BACKGROUND_NICENESS, 19))
+    except (AttributeError, OSError):
+        pass

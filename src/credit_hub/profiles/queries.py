@@ -34,9 +34,11 @@ from sqlalchemy import (
     union_all,
 )
 from sqlalchemy.dialects.postgresql import aggregate_order_by
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 from sqlalchemy.types import JSON
 
+from credit_hub import bulk
 from credit_hub.access.models import Client
 from credit_hub.db import table
 from credit_hub.fastsql import Prepared
@@ -153,7 +155,9 @@ def _visible_statement(
     *,
     facts: bool = False,
     single: bool = False,
+    dialect: Dialect | None = None,
 ) -> Select[Any]:
+    """`single`: one subject's; else of the subjects and standards listed, on `dialect`."""
     r = _RECORDS.c
     columns, joined, conditions = _visible_parts(
         as_of, include_unpublished, include_withdrawn, facts=facts
@@ -167,13 +171,18 @@ def _visible_statement(
             r.subject_id == bindparam("subject_id")
             if single
             else and_(
-                r.subject_id.in_(bindparam("subject_ids", expanding=True)),
-                r.standard.in_(bindparam("standards", expanding=True)),
+                bulk.in_values(r.subject_id, "subject_ids", _dialect(dialect)),
+                bulk.in_values(r.standard, "standards", _dialect(dialect)),
             ),
             *conditions,
         )
     )
     return stmt if facts else stmt.order_by(r.standard, r.decision_date.desc(), r.source_id)
+
+
+def _dialect(dialect: Dialect | None) -> Dialect:
+    assert dialect is not None, "a statement over listed subjects is built for one dialect"
+    return dialect
 
 
 @lru_cache(maxsize=16)
@@ -205,9 +214,9 @@ def visible_records(
     if len(subject_ids) == 1:
         found = _one_subject(*shape).rows(session, subject_id=subject_ids[0], **params)
         return [row for row in found if row.standard in wanted]
-    stmt = _visible_statement(*shape)
-    params["standards"] = wanted
     connection = session.connection()
+    stmt = _visible_statement(*shape, dialect=connection.dialect)
+    params["standards"] = wanted
     rows: list[Row[Any]] = []
     for chunk in _chunks(list(subject_ids)):
         rows.extend(connection.execute(stmt, params | {"subject_ids": list(chunk)}).all())
@@ -384,11 +393,13 @@ def visible_facts(
     wanted = sorted(set(standards))
     if not wanted or not subject_ids:
         return []
-    stmt = _visible_statement(False, include_unpublished, include_withdrawn, facts=True)
+    connection = session.connection()
+    stmt = _visible_statement(
+        False, include_unpublished, include_withdrawn, facts=True, dialect=connection.dialect
+    )
     params: dict[str, Any] = {"standards": wanted}
     if not include_unpublished:
         params["on"] = on
-    connection = session.connection()
     rows: list[Row[Any]] = []
     for chunk in _chunks(list(subject_ids)):
         rows.extend(connection.execute(stmt, params | {"subject_ids": list(chunk)}).all())

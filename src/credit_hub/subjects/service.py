@@ -467,14 +467,15 @@ def find_many(
         values = [value for k, value in keys if k == kind]
         for chunk in _chunks(values):
             # With a USCC subject and a waiting one sharing a legacy code, the USCC one wins.
-            for subject in connection.execute(_by_column(kind), {"values": list(chunk)}):
+            statement = _by_column(kind, connection.dialect)
+            for subject in connection.execute(statement, {"values": list(chunk)}):
                 found.setdefault((kind, getattr(subject, kind)), subject)
     merged = {k: s.merged_into_id for k, s in found.items() if s.merged_into_id is not None}
     if merged:
         targets = {
             s.id: s
             for s in connection.execute(
-                _by_column(KeyKind.ID), {"values": list(set(merged.values()))}
+                _by_column(KeyKind.ID, connection.dialect), {"values": list(set(merged.values()))}
             )
         }
         for key, target in merged.items():
@@ -483,13 +484,13 @@ def find_many(
     return found
 
 
-@lru_cache(maxsize=8)
-def _by_column(kind: str) -> Select[Any]:
+@lru_cache(maxsize=16)
+def _by_column(kind: str, dialect: Dialect) -> Select[Any]:
     """Subjects whose column `kind` (a KeyKind: the column's name) is in :values."""
     column = _SUBJECTS.c[kind]
     return (
         select(_SUBJECTS)
-        .where(column.in_(bindparam("values", expanding=True)))
+        .where(bulk.in_values(column, "values", dialect))
         .order_by(_SUBJECTS.c.uscc.is_(None))
     )
 

@@ -110,6 +110,27 @@ def test_every_read_is_audited_with_purpose(
     assert [e["case_ref"] for e in audit["items"]] == ["XK-7"]
 
 
+def test_the_audit_log_takes_iso_instants_and_refuses_numbers(
+    app_client: TestClient, department: Caller, agency: Caller, operator: Caller
+) -> None:
+    uscc = factories.make_uscc(502)
+    pushed(app_client, department, [factories.penalty(1, counterpart_uscc=uscc)])
+    assert profile(app_client, agency, uscc).status_code == 200
+    url = "/v1/admin/audit"
+    since = {"action": "profile.read", "since": "2000-01-01T00:00:00Z"}
+    assert len(app_client.get(url, params=since, headers=operator.headers).json()["items"]) == 1
+    later = since | {"since": "2999-01-01T00:00:00+08:00"}
+    assert app_client.get(url, params=later, headers=operator.headers).json()["items"] == []
+    # Pydantic alone reads 12 as 1970-01-01T00:00:12Z: the log since then, where the document
+    # promises a date-time.
+    answer = app_client.get(url, params={"since": "12"}, headers=operator.headers)
+    assert answer.status_code == 422
+    assert answer.headers["content-type"] == "application/problem+json"
+    [error] = answer.json()["errors"]
+    assert (error["in"], error["parameter"], error["code"]) == ("query", "since", "value_error")
+    assert "ISO 8601" in error["message"]
+
+
 @pytest.mark.parametrize(
     ("params", "code"),
     [
@@ -302,6 +323,12 @@ def test_person_lookup_needs_the_scope_and_keeps_the_number_out_of_urls(
         "/v1/subjects/lookup", json=malformed, headers=privileged_agency.headers
     )
     assert response.status_code == 422
+    in_seconds = body | {"as_of": 86400}  # 1970-01-02 to pydantic alone; not an ISO date
+    response = app_client.post(
+        "/v1/subjects/lookup", json=in_seconds, headers=privileged_agency.headers
+    )
+    assert response.status_code == 422
+    assert [e["pointer"] for e in response.json()["errors"]] == ["/as_of"]
 
 
 def test_etag_gives_304(
@@ -614,6 +641,8 @@ def test_search_finds_former_names(
     ("params", "parameter", "code"),
     [
         ({"as_of": "yesterday"}, "as_of", "date_from_datetime_parsing"),
+        # Seconds since 1970 (pydantic's lax reading of a number) are not an ISO date.
+        ({"as_of": "86400"}, "as_of", "value_error"),
         ({"case_ref": "x" * 201}, "case_ref", "string_too_long"),
     ],
 )

@@ -14,6 +14,7 @@ from credit_hub.access.auth import OperatorDep
 from credit_hub.audit.models import AuditEvent
 from credit_hub.db import ReadSessionDep
 from credit_hub.errors import Forbidden, RequestInvalid, Unauthorized, problem_responses
+from credit_hub.isotime import IsoDateTime
 
 router = APIRouter(prefix="/v1/admin/audit", tags=["admin"])
 
@@ -52,8 +53,8 @@ def list_audit_events(
     client_id: uuid.UUID | None = None,
     subject_id: uuid.UUID | None = None,
     action: Annotated[str | None, Query(max_length=64)] = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: IsoDateTime | None = None,
+    until: IsoDateTime | None = None,
     before: Annotated[
         int | None, Query(description="Page cursor: events with a smaller id")
     ] = None,

@@ -8,6 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from credit_hub.isotime import IsoDate
+
 
 class FormerName(BaseModel):
     name: str
@@ -83,7 +85,7 @@ class ProfileQuery(BaseModel):
     case_ref: str | None = Field(
         None, description="The case, file or tender this read is for", max_length=200
     )
-    as_of: date | None = Field(None, description="The profile as it was on that day")
+    as_of: IsoDate | None = Field(None, description="The profile as it was on that day")
     standards: list[str] | None = Field(None, description="Only these standards")
     include: list[str] | None = Field(
         None, description="unpublished, withdrawn (needs the 'unpublished' scope)"
@@ -120,7 +122,7 @@ class LookupRequest(BaseModel):
     id_number: str = Field(min_length=1, max_length=64)
     purpose: str = Field(max_length=64)
     case_ref: str = Field(min_length=1, max_length=200)
-    as_of: date | None = None
+    as_of: IsoDate | None = None
     standards: list[str] | None = None
 
 

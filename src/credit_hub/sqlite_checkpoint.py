@@ -87,7 +87,9 @@ def checkpoint(connection: sqlite3.Connection, path: str, restarts: Executor) ->
         if row is None or row[1] <= MAX_WAL_PAGES:
             return
         restarts.submit(_restart, connection, path).result()
-    except sqlite3.Error as exc:  # busy or locked: the next round tries again
+    # Busy or locked: the next round tries again. RuntimeError: the interpreter is exiting and
+    # takes no new work for the restart thread.
+    except (sqlite3.Error, RuntimeError) as exc:
         log.debug("sqlite_checkpoint_skipped", error=str(exc))
 
 

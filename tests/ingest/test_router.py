@@ -101,6 +101,33 @@ def test_repush_same_content_is_unchanged_and_changed_content_is_a_new_version(
     assert count(session, Record) == 1
 
 
+def test_a_correction_moves_its_record_only_when_its_subject_changes(
+    app_client: TestClient, department: Caller, session: Session
+) -> None:
+    first, second = factories.make_uscc(71), factories.make_uscc(72)
+    records = [factories.penalty(n, counterpart_uscc=first) for n in (1, 2)]
+    assert push(app_client, department, records).json()["counts"]["created"] == 2
+    corrected = [
+        factories.penalty(1, counterpart_uscc=second),  # the decision named the wrong company
+        factories.penalty(2, counterpart_uscc=first, fine_amount_wan="0.9"),
+    ]
+    report = push(app_client, department, corrected).json()
+    assert report["counts"]["updated"] == 2
+    by_source = {r["source_id"]: r for r in report["records"]}
+    subject_of = dict(session.execute(select(Subject.uscc, Subject.id)).all())
+    stored = dict(session.execute(select(Record.source_id, Record.subject_id)).all())
+    moved, kept = (records[0]["decision_doc_no"], records[1]["decision_doc_no"])
+    assert stored == {moved: subject_of[second], kept: subject_of[first]}
+    assert by_source[moved]["subject_id"] == str(subject_of[second])
+    versions = session.execute(
+        select(RecordVersion.version, RecordVersion.subject_id)
+        .join(Record, Record.id == RecordVersion.record_id)
+        .where(Record.source_id == moved)
+        .order_by(RecordVersion.version)
+    ).all()
+    assert [tuple(v) for v in versions] == [(1, subject_of[first]), (2, subject_of[second])]
+
+
 def test_partial_stores_the_good_and_reports_the_bad(
     app_client: TestClient, department: Caller, session: Session
 ) -> None:

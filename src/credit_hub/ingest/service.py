@@ -624,14 +624,14 @@ def write_records(
             continue
         version = current.version + 1
         row = prepared.records[position]
-        record_updates.append(
-            {
-                k: v
-                for k, v in row.items()
-                if k not in ("department_id", "standard", "source_id", "created_at")
-            }
-            | {"id": current.id, "version": version, "subject_id": subject_id}
-        )
+        update = {
+            k: v
+            for k, v in row.items()
+            if k not in ("department_id", "standard", "source_id", "created_at")
+        } | {"id": current.id, "version": version}
+        if subject_id != current.subject_id:  # SQLite rewrites an assigned column's index entry
+            update["subject_id"] = subject_id
+        record_updates.append(update)
         versions.append(
             prepared.versions[position]
             | {"record_id": current.id, "version": version, "subject_id": subject_id}
@@ -639,9 +639,12 @@ def write_records(
         outcomes.append(_outcome(item, current.id, version, "updated", subject_id))
         event_id = prepared.event_ids[position]
         written.append((item, ChangeKind.CORRECTED, current.id, version, subject_id, event_id))
-    if record_updates:
-        record_updates.sort(key=lambda row: str(row["id"]))
-        bulk.update_rows(session, table(Record), record_updates, key=["id"], bound=_RECORD_BOUND)
+    # One statement per set of columns: corrections that keep their subject leave it alone.
+    for moved in (False, True):
+        updates = [u for u in record_updates if ("subject_id" in u) is moved]
+        if updates:
+            updates.sort(key=lambda row: str(row["id"]))
+            bulk.update_rows(session, table(Record), updates, key=["id"], bound=_RECORD_BOUND)
     if versions:
         bulk.insert_rows(session, table(RecordVersion), versions, bound=_VERSION_BOUND)
     outcomes.sort(key=lambda o: int(o["index"]))
@@ -697,7 +700,8 @@ def _present(session: Session, record_ids: Sequence[uuid.UUID]) -> set[uuid.UUID
 def _existing(
     session: Session, department_id: uuid.UUID, standard: str, source_ids: Sequence[str]
 ) -> dict[str, Row[Any]]:
-    """The stored records of these source ids: (id, source_id, version, content_hash, status)."""
+    """The stored records of these source ids: (id, source_id, version, content_hash, status,
+    subject_id)."""
     found: dict[str, Row[Any]] = {}
     stmt = _existing_statement(session.get_bind().dialect)
     source_ids = sorted(source_ids)
@@ -719,7 +723,7 @@ def _existing_statement(dialect: Dialect) -> Select[Any]:
     """Core columns, built once: no ORM loading or statement building per batch."""
     c = table(Record).c
     stmt = (
-        select(c.id, c.source_id, c.version, c.content_hash, c.status)
+        select(c.id, c.source_id, c.version, c.content_hash, c.status, c.subject_id)
         .where(
             c.department_id == bindparam("department_id"),
             c.standard == bindparam("standard"),

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,18 @@ from credit_hub.db import make_engine, make_sessionmaker
 from credit_hub.keyring import SECRET_NAMES, generate_env, load_keyring
 from credit_hub.migrate import upgrade
 from tests import factories
+
+
+def until(condition: Callable[[], bool], seconds: float = 5) -> bool:
+    """Whether `condition()` holds within `seconds` (polled every 10 ms): for what background
+    threads do in their own time."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.01)
+    return condition()
+
 
 SERVER_DATABASE_URL = os.environ.get("CREDIT_HUB_TEST_DATABASE_URL")
 BIN = Path(sys.executable).parent

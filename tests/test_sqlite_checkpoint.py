@@ -5,8 +5,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -16,20 +15,12 @@ from sqlalchemy import Engine, text
 from credit_hub import sqlite_checkpoint, sqlite_threads
 from credit_hub.config import Settings
 from credit_hub.db import make_engine
+from tests.live import until
 
 pytestmark = pytest.mark.skipif(
     not hasattr(os, "getpriority") or not Path("/proc/self/task").exists(),
     reason="per-thread priorities are Linux's",
 )
-
-
-def _until(condition: Callable[[], bool], seconds: float = 5) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return condition()
 
 
 def _priority(thread: threading.Thread) -> int:
@@ -59,12 +50,12 @@ def test_background_rounds_yield_to_requests_and_a_restart_does_not(
     lowered = min(mine + sqlite_threads.BACKGROUND_NICENESS, 19)
     with file_engine.connect():  # the engine's first connection starts its threads
         pass
-    assert _until(
+    assert until(
         lambda: bool(_named("sqlite-checkpoint-restart")) and bool(_named("sqlite-search"))
     )
     rounds = [t for t in _named("sqlite-checkpoint") if t.name == "sqlite-checkpoint"]
     assert rounds
-    assert _until(lambda: {_priority(t) for t in rounds + _named("sqlite-search")} == {lowered})
+    assert until(lambda: {_priority(t) for t in rounds + _named("sqlite-search")} == {lowered})
     assert {_priority(t) for t in _named("sqlite-checkpoint-restart")} == {mine}
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == mine
 

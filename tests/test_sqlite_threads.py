@@ -11,15 +11,7 @@ from pathlib import Path
 from sqlalchemy import create_engine
 
 from credit_hub.sqlite_threads import DatabaseThreads
-
-
-def _until(condition: Callable[[], bool], seconds: float = 5) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return condition()
+from tests.live import until
 
 
 def test_one_thread_per_file_while_an_engine_lives(tmp_path: Path) -> None:
@@ -39,7 +31,7 @@ def test_one_thread_per_file_while_an_engine_lives(tmp_path: Path) -> None:
     threads.ensure(path, first)
     threads.ensure(path, second)
     threads.ensure(path, first)
-    assert _until(lambda: started == [path])
+    assert until(lambda: started == [path])
     assert [t.name for t in threading.enumerate()].count("test-db-thread") == 1
 
     del first
@@ -49,11 +41,11 @@ def test_one_thread_per_file_while_an_engine_lives(tmp_path: Path) -> None:
 
     del second
     gc.collect()
-    assert _until(stopped.is_set)
+    assert until(stopped.is_set)
 
     third = create_engine(f"sqlite:///{path}")
     threads.ensure(path, third)  # a later engine starts a new thread
-    assert _until(lambda: started == [path, path])
+    assert until(lambda: started == [path, path])
     third.dispose()
 
 
@@ -69,7 +61,7 @@ def test_files_get_threads_of_their_own(tmp_path: Path) -> None:
     engines = [create_engine(f"sqlite:///{tmp_path / name}") for name in ("a.db", "b.db")]
     for engine, name in zip(engines, ("a.db", "b.db"), strict=True):
         threads.ensure(str(tmp_path / name), engine)
-    assert _until(lambda: seen == {str(tmp_path / "a.db"), str(tmp_path / "b.db")})
+    assert until(lambda: seen == {str(tmp_path / "a.db"), str(tmp_path / "b.db")})
 
 
 def test_a_file_replaced_under_its_path_ends_the_thread_and_gets_its_own(tmp_path: Path) -> None:
@@ -90,14 +82,14 @@ def test_a_file_replaced_under_its_path_ends_the_thread_and_gets_its_own(tmp_pat
     database.write_bytes(b"old")
     engine = create_engine(f"sqlite:///{path}")
     threads.ensure(path, engine)
-    assert _until(lambda: len(started) == 1)
+    assert until(lambda: len(started) == 1)
     old = started[0]
 
     with database.open("rb"):  # open, as the thread's connection holds it: no inode reuse
         database.unlink()
         database.write_bytes(b"new")
-        assert _until(lambda: ended == [old])  # the engine still lives; the file changed
+        assert until(lambda: ended == [old])  # the engine still lives; the file changed
         threads.ensure(path, engine)  # its next connection, to the new file
-        assert _until(lambda: len(started) == 2)
+        assert until(lambda: len(started) == 2)
         assert started[1] == database.stat().st_ino != old
     engine.dispose()

@@ -81,10 +81,11 @@ def test_a_long_log_is_restarted_on_the_restart_thread_in_a_writers_turn(
     writer.execute("CREATE TABLE t (body TEXT)")
     writer.executemany("INSERT INTO t VALUES (?)", [("x" * 3000,)] * 50)
     events: list[tuple[str, str]] = []
+    queue_for = sqlite_checkpoint.sqlite_writers.queue_for  # other tests' engines keep theirs
     monkeypatch.setattr(
         sqlite_checkpoint.sqlite_writers,
         "queue_for",
-        lambda at, timeout: _RecordingQueue(events),
+        lambda at, timeout: _RecordingQueue(events) if at == path else queue_for(at, timeout),
     )
     checkpointer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     try:

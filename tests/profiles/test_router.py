@@ -129,6 +129,12 @@ def test_the_audit_log_takes_iso_instants_and_refuses_numbers(
     [error] = answer.json()["errors"]
     assert (error["in"], error["parameter"], error["code"]) == ("query", "since", "value_error")
     assert "ISO 8601" in error["message"]
+    # An instant without its offset is ambiguous (it reached the UTC column as a 500).
+    for naive in ("2026-11-26", "2026-11-26T08:00:00"):
+        answer = app_client.get(url, params={"until": naive}, headers=operator.headers)
+        assert answer.status_code == 422, answer.text
+        [error] = answer.json()["errors"]
+        assert (error["parameter"], error["code"]) == ("until", "timezone_aware")
 
 
 @pytest.mark.parametrize(

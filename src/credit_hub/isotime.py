@@ -10,6 +10,7 @@ also say its offset (`Z`, `+08:00`), as RFC 3339's date-time does: one without (
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import date
 from typing import Annotated, Any
 
@@ -18,7 +19,7 @@ from pydantic import AwareDatetime, BeforeValidator
 _NUMBER = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*")
 
 
-def _not_a_number(expected: str) -> Any:
+def _not_a_number(expected: str) -> Callable[[Any], Any]:
     def check(value: Any) -> Any:
         is_number = isinstance(value, int | float) and not isinstance(value, bool)
         if is_number or (isinstance(value, str) and _NUMBER.fullmatch(value)):

@@ -41,6 +41,7 @@ from credit_hub.objections import maintenance
 from credit_hub.objections.router import router as due_process_router
 from credit_hub.ops.router import router as ops_router
 from credit_hub.pg_loop import LoopConnections
+from credit_hub.profiles.router import direct_routes
 from credit_hub.profiles.router import router as profiles_router
 from credit_hub.ratelimit import make_limiter
 from credit_hub.records.router import router as records_router
@@ -227,6 +228,7 @@ def create_app(
         body_idle_seconds=settings.body_idle_timeout_seconds,
     )
     # The profile read first: routes are matched in order, and it is the busiest.
+    app.router.routes[:0] = direct_routes()
     for router in (
         profiles_router,
         ops_router,

@@ -353,6 +353,15 @@ async def get_db(request: Request) -> Database:
 DbDep = Annotated[Database, Depends(get_db)]
 
 
+def database_of(request: Request) -> Database:
+    """What `DbDep` answers, for a route that FastAPI does not solve (the profile read's):
+    the app's Database, or what the app's `dependency_overrides` put in place of `get_db`
+    (as the tests do; an override taking no parameters)."""
+    override = request.app.dependency_overrides.get(get_db)
+    db: Database = request.app.state.db if override is None else override()
+    return db
+
+
 def get_session(db: DbDep) -> Iterator[Session]:
     """One transaction per request: commit when the handler returns, roll back if it raises."""
     with db.write() as session:

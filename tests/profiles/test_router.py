@@ -765,3 +765,27 @@ def test_profile_needs_a_bearer_key_of_an_agency(app_client: TestClient, agency:
     assert basic.json()["type"] == PROBLEM_BASE + "unauthorized"
     # Authentication comes before the query is checked, as with a dependency.
     assert app_client.get(url, params={"as_of": "never"}).status_code == 401
+
+
+def test_the_direct_profile_route_answers_as_the_documented_one(
+    app_client: TestClient, department: Caller, agency: Caller
+) -> None:
+    served = app_client.app.router.routes[0]  # type: ignore[attr-defined]
+    assert served.path == "/v1/subjects/{key}/profile"
+    assert type(served).__module__.startswith("starlette.")  # not FastAPI's APIRoute
+    uscc = factories.make_uscc(904)
+    pushed(app_client, department, [factories.penalty(1, counterpart_uscc=uscc)])
+    url = f"/v1/subjects/{uscc}/profile"
+    read = profile(app_client, agency, uscc)
+    assert read.status_code == 200
+    assert read.json()["subject"]["uscc"] == uscc
+    assert read.headers["x-content-type-options"] == "nosniff"
+    # Other methods are refused as before: HEAD too, which would be an unaudited read.
+    for method in ("HEAD", "POST", "DELETE"):
+        refused = app_client.request(method, url, params=READ, headers=agency.headers)
+        assert refused.status_code == 405, method
+    # FastAPI's own 422 for the query, rendered by the app's problem handler.
+    invalid = app_client.get(url, params=READ | {"as_of": "never"}, headers=agency.headers)
+    assert invalid.status_code == 422
+    assert invalid.headers["content-type"] == "application/problem+json"
+    assert invalid.json()["errors"][0]["parameter"] == "as_of"

@@ -29,7 +29,6 @@ from sqlalchemy import (
     null,
     or_,
     select,
-    true,
     type_coerce,
     union_all,
 )
@@ -267,10 +266,10 @@ def _profile_statement(
 ) -> Prepared:
     """What a profile (without `as_of`) reads, in one statement and so in one snapshot
     without a transaction: the subject by key (a merged subject followed, as
-    `subjects.find_parsed` does), its former names as JSON, and one row per visible record
-    (PostgreSQL: one row of NULL record columns when it has none). PostgreSQL joins the
-    records LATERAL and orders the names in the aggregate; SQLite (3.40: neither) answers the
-    subject in a first row of its own and leaves the names' order to `one_read`."""
+    `subjects.find_parsed` does) and its former names as JSON in a first row of their own,
+    then one row per visible record without them: the subject's sixteen columns are sent and
+    loaded once, not once per record. PostgreSQL orders the names in the aggregate; SQLite
+    (3.40 cannot) leaves their order to `one_read`."""
     s = _SUBJECTS
     by_key = (
         select(s.c.id, s.c.merged_into_id)
@@ -313,22 +312,8 @@ def _profile_statement(
     )
     r = _RECORDS.c
     identity = [subject.c[c.key].label(_SUBJECT_PREFIX + c.key) for c in s.c]
-    if dialect == "postgresql":
-        records = (
-            select(*columns)
-            .select_from(joined)
-            .where(r.subject_id == subject.c.id, *conditions)
-            .lateral("visible")
-        )
-        return Prepared(
-            select(*identity, subject.c.former_names, *records.c)
-            .select_from(subject)
-            .outerjoin(records, true())
-            .order_by(records.c.standard, records.c.decision_date.desc(), records.c.source_id)
-        )
-    # Not an outer join of the joined records (SQLite materializes such a join: a scan of
-    # every record), but the subject and its names in a row of their own (first: NULLs sort
-    # first), then its records without them (parsing the names once, not once per record).
+    # Not an outer join of the joined records either (SQLite materializes such a join: a
+    # scan of every record).
     head = [*identity, subject.c.former_names]
 
     def nulls(of: list[Any]) -> list[Any]:  # typed: the first select's types read the rows
@@ -342,7 +327,7 @@ def _profile_statement(
     alone = select(*head, *nulls(columns)).select_from(subject)
     both = union_all(alone, of_subject)
     c = both.selected_columns
-    return Prepared(both.order_by(c.standard, c.decision_date.desc(), c.source_id))
+    return Prepared(both.order_by(c.standard.nulls_first(), c.decision_date.desc(), c.source_id))
 
 
 def profile_statement(

@@ -780,7 +780,7 @@ def test_the_direct_profile_route_answers_as_the_documented_one(
     assert read.status_code == 200
     assert read.json()["subject"]["uscc"] == uscc
     assert read.headers["x-content-type-options"] == "nosniff"
-    # Other methods are refused as before: HEAD too, which would be an unaudited read.
+    # Other methods are refused as before, HEAD included (FastAPI's route never took it).
     for method in ("HEAD", "POST", "DELETE"):
         refused = app_client.request(method, url, params=READ, headers=agency.headers)
         assert refused.status_code == 405, method

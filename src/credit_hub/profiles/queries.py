@@ -312,8 +312,8 @@ def _profile_statement(
     )
     r = _RECORDS.c
     identity = [subject.c[c.key].label(_SUBJECT_PREFIX + c.key) for c in s.c]
-    # Not an outer join of the joined records either (SQLite materializes such a join: a
-    # scan of every record).
+    # The records in rows of their own, not outer-joined to the subject: SQLite materializes
+    # such a join (a scan of every record), and PostgreSQL's repeated the subject in each row.
     head = [*identity, subject.c.former_names]
 
     def nulls(of: list[Any]) -> list[Any]:  # typed: the first select's types read the rows

@@ -56,6 +56,22 @@ class WriterQueue:
             self._threads.release()
             raise sqlite3.OperationalError("database is locked (no turn to write within timeout)")
 
+    def try_acquire(self) -> bool:
+        """The turn to write if it is free now (no thread of this process and no other
+        process holds or awaits it), else False at once: for the event loop, which must not
+        wait."""
+        if not self._threads.acquire(blocking=False):
+            return False
+        with self._state:
+            if not self._wanted.is_set():
+                try:
+                    fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    return True
+                except BlockingIOError:
+                    pass
+        self._threads.release()
+        return False
+
     def release(self) -> None:
         fcntl.flock(self._fd, fcntl.LOCK_UN)
         self._threads.release()
@@ -136,6 +152,25 @@ def connection_factory(queue: WriterQueue) -> type[sqlite3.Connection]:
             except BaseException:
                 self._let_go()
                 raise
+
+        def try_begin_write(self) -> bool:
+            """BEGIN IMMEDIATE if it is nobody else's turn and SQLite's lock is free, else
+            False without waiting (this connection's `busy_timeout` must be 0 for the latter:
+            a writer outside the queue may hold SQLite's lock)."""
+            if not queue.try_acquire():
+                return False
+            self._holds = True
+            try:
+                self.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as error:
+                self._let_go()
+                if error.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY:
+                    return False
+                raise
+            except BaseException:
+                self._let_go()
+                raise
+            return True
 
         def _let_go(self) -> None:
             if self._holds:

@@ -4,6 +4,7 @@ their own; every answer has its committed event, in one verifiable chain."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -266,6 +267,92 @@ def test_a_failed_append_fails_every_read_of_the_loop_waiting_on_it() -> None:
 
     outcomes = asyncio.run(reads())
     assert [type(o) for o in outcomes] == [RuntimeError] * 3
+
+
+class _CountingExecutor(ThreadPoolExecutor):
+    """The loop's default executor, counting what is handed to its threads."""
+
+    handed = 0
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        self.handed += 1
+        return super().submit(fn, *args, **kwargs)
+
+
+def test_sqlite_appends_on_the_event_loop_while_the_write_lock_is_free(
+    sessions: sessionmaker[Session],
+) -> None:
+    # SQLite's reads on the event loop append their events there when nobody holds the write
+    # lock; when a writer does, in the writers' queue or outside it, the loop hands them to a
+    # thread and goes on turning instead of waiting.
+    engine: Engine = sessions.kw["bind"]
+    if engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's appends")
+    appender = audit.Appender(Database(sessions), plain_connection=True)
+    executor = _CountingExecutor(2)
+    before = _events(sessions, "loop.sqlite")
+
+    def event(n: int) -> list[dict[str, Any]]:
+        return [audit.read_event(actor=None, action="loop.sqlite", case_ref=f"S-{n}")]
+
+    async def turning_while(pending: asyncio.Future[None]) -> int:
+        turns = 0
+        while turns < 5:
+            await asyncio.sleep(0.01)
+            turns += 1
+        assert not pending.done()  # still waiting for the writer, the loop turning meanwhile
+        return turns
+
+    async def scenario() -> list[int]:
+        asyncio.get_running_loop().set_default_executor(executor)
+        handed = []
+        await appender.append_from_loop(event(0))
+        handed.append(executor.handed)
+        # A writer of this process holds the writers' queue.
+        holding, release = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            with Database(sessions).write() as session:
+                session.execute(text("SELECT 1"))  # BEGIN IMMEDIATE, on its turn
+                holding.set()
+                release.wait(10)
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        while not holding.is_set():
+            await asyncio.sleep(0.005)
+        pending = asyncio.ensure_future(appender.append_from_loop(event(1)))
+        assert await turning_while(pending) == 5
+        release.set()
+        await asyncio.wait_for(pending, 10)
+        holder.join(10)
+        handed.append(executor.handed)
+        # Another program holds SQLite's lock, outside the queue.
+        outside = sqlite3.connect(str(engine.url.database), isolation_level=None)
+        try:
+            outside.execute("BEGIN IMMEDIATE")
+            pending = asyncio.ensure_future(appender.append_from_loop(event(2)))
+            assert await turning_while(pending) == 5
+            outside.execute("COMMIT")
+            await asyncio.wait_for(pending, 10)
+        finally:
+            outside.close()
+        handed.append(executor.handed)
+        # A failed append on the loop fails its read; the next one appends on the loop again.
+        with pytest.raises(Exception, match=r"(?i)not.null"):
+            await appender.append_from_loop([audit.read_event(actor=None, action=None)])
+        await appender.append_from_loop(event(3))
+        handed.append(executor.handed)
+        return handed
+
+    try:
+        assert asyncio.run(scenario()) == [0, 1, 2, 2]
+    finally:
+        appender.close()
+        executor.shutdown()
+    assert _events(sessions, "loop.sqlite") - before == 4
+    with sessions() as session:
+        assert audit.verify(session).ok
 
 
 def _postgresql(sessions: sessionmaker[Session]) -> Engine:

@@ -289,6 +289,8 @@ class Appender:
         self._appending = False
         self._from_loop: list[tuple[list[dict[str, Any]], asyncio.Future[None]]] = []
         self._loop_connection: Connection | None = None
+        self._loop_writer: Any = None  # SQLite: the loop's connection for appends
+        self._appends_on_loop = True  # until the pool proves not to be a queued SQLite file
 
     def append(self, events: list[dict[str, Any]], timeout: float = 60) -> None:
         """Append `events` (from `read_event`); returns once committed, raises if not."""
@@ -325,9 +327,9 @@ class Appender:
 
     async def append_from_loop(self, events: list[dict[str, Any]]) -> None:
         """`append` for a read made on the event loop itself: the events of every read that
-        finishes in the same turn of the loop go to a worker thread together, one hop for
-        all of them instead of one per read; returns once they are committed. For the one
-        loop of a server process (its reads share one hand-over list)."""
+        finishes in the same turn of the loop are appended together, on the loop if SQLite's
+        write lock is free (`_append_if_free`), else by a worker thread; returns once they
+        are committed. For the one loop of a server process (its reads share one list)."""
         await self.hand_over_from_loop(events)
 
     def hand_over_from_loop(self, events: list[dict[str, Any]]) -> asyncio.Future[None]:
@@ -399,18 +401,77 @@ class Appender:
         batch, self._from_loop = self._from_loop, []
         events = [event for events, _ in batch for event in events]
         try:
+            done_here = self._append_if_free(events)
+        except Exception as error:  # this batch's reads fail
+            _settle(batch, error)
+            return
+        if done_here:
+            _settle(batch, None)
+            return
+        try:
             appended = loop.run_in_executor(None, self.append, events)
         except RuntimeError as error:  # the loop's executor has shut down: nowhere to append
             _settle(batch, error)
             return
         appended.add_done_callback(lambda done: _settle(batch, _failure(done)))
 
+    def _append_if_free(self, events: list[dict[str, Any]]) -> bool:
+        """SQLite, on the event loop: append `events` here if the write lock is free this
+        instant (the usual case: an append holds it for ~0.1 ms), else False, nothing done.
+        Handing a batch to a worker thread cost more of the loop's CPU than the append (the
+        wake-up of the thread and the GIL passed back and forth: docs/performance.md); a
+        commit waits for no disk (WAL, `synchronous=NORMAL`, checkpoints in a thread)."""
+        writer = self._writer_on_loop()
+        if writer is None or not writer.try_begin_write():
+            return False
+        try:
+            dialect = self.db.engine.dialect
+            last = _LAST.compiled(dialect)
+            cursor = writer.cursor()
+            cursor.execute(last.sql, last.parameters({}))
+            head = cursor.fetchone()
+            made = _chained(_Head._make(head) if head else None, events)
+            append = _APPEND_ONE.compiled(dialect)
+            cursor.executemany(append.sql, [append.parameters(event) for event in made])
+            writer.commit()
+        except BaseException:
+            fairy, self._loop_writer = self._loop_writer, None
+            try:
+                writer.rollback()  # and the turn to write goes to the next in the queue
+            finally:
+                fairy.invalidate()  # a fresh connection for the next append here
+            raise
+        return True
+
+    def _writer_on_loop(self) -> Any:
+        """The event loop's own SQLite connection for appends (None where appends on the loop
+        do not apply): from the pool, kept, with `busy_timeout` 0 so that a writer outside the
+        writers' queue makes it give up instead of wait."""
+        engine = self._engine
+        if not self._appends_on_loop or engine is None or engine.dialect.name != "sqlite":
+            return None
+        fairy = self._loop_writer
+        if fairy is None or not fairy.is_valid:
+            fairy = engine.raw_connection()
+            driver: Any = fairy.driver_connection
+            if not hasattr(driver, "try_begin_write"):  # not a file in the writers' queue
+                self._appends_on_loop = False
+                fairy.close()
+                return None
+            driver.execute("PRAGMA busy_timeout=0")
+            self._loop_writer = fairy
+        return fairy.driver_connection
+
     def close(self) -> None:
         """Nothing to stop (appends run in the threads of the reads waiting for them); the
-        loop's connection goes back to the pool."""
+        loop's connections go back to the pool (the appending one, whose `busy_timeout` is
+        its own, closed)."""
         connection, self._loop_connection = self._loop_connection, None
         if connection is not None:
             connection.close()
+        writer, self._loop_writer = self._loop_writer, None
+        if writer is not None:
+            writer.invalidate()
 
     def _lead(self) -> None:
         """Append what is waiting (called holding `_changed`, released while appending)."""

@@ -7,9 +7,11 @@ import asyncio
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ from sqlalchemy import Engine, bindparam, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from credit_hub.access.models import ClientKind
+from credit_hub.access.service import Principal
 from credit_hub.app import create_app
 from credit_hub.audit import service as audit
 from credit_hub.audit.models import AuditEvent
@@ -560,11 +563,49 @@ def test_postgresql_appends_in_two_round_trips_store_what_sqlalchemy_stores(
     with pytest.raises(Exception, match="too long"):
         appender.append([too_long])
     appender.append([audit.read_event(actor=None, action="literal.checked")])  # pool still sound
-    # A screening's many events go in with parameters instead of literals.
+    # A screening's many events go in the same one statement.
     appender.append([audit.read_event(actor=None, **quoted) for _ in range(40)])
     with sessions() as session:
         assert _events(sessions, "literal.checked") == 44
         assert audit.verify(session).ok
+    # Column for column what SQLAlchemy stores (record_many, in a Session): an actor, UUIDs, a
+    # time to the microsecond, text that needs escaping in JSON, a payload of None.
+    actor = Principal(
+        id=uuid.uuid4(),
+        kind=ClientKind.AGENCY,
+        name="采购中心",
+        uscc=None,
+        standards=frozenset(),
+        scopes=frozenset(),
+        pushes_for=frozenset(),
+    )
+    at = datetime(2026, 3, 4, 5, 6, 7, 891011, tzinfo=UTC)
+    specs = [
+        {"subject_id": uuid.uuid4(), "case_ref": 'tab\t "q" \\ 引号', "payload": payload},
+        {"subject_id": None, "case_ref": None, "payload": None},
+    ]
+
+    def spec(source: str, n: int) -> dict[str, Any]:
+        given = {"actor": actor, "action": f"stored.{source}", "at": at, "request_id": "r"}
+        return given | specs[n]
+
+    appender.append([spec("appender", n) for n in range(2)])
+    with sessions() as session:
+        audit.record_many(session, [spec("session", n) for n in range(2)])
+        session.commit()
+    columns = "at, actor_id, actor_kind, subject_id, case_ref, request_id, payload::text"
+    with sessions() as session:
+        stored = {
+            source: session.execute(
+                text(f"SELECT {columns} FROM audit_event WHERE action = :a ORDER BY id"),
+                {"a": f"stored.{source}"},
+            ).all()
+            for source in ("appender", "session")
+        }
+        assert audit.verify(session).ok
+    assert stored["appender"] == stored["session"]
+    assert [row[0] for row in stored["appender"]] == [at, at]
+    assert [row[6] for row in stored["appender"]][1] == "null"  # JSON null, not SQL NULL
 
 
 def test_appender_on_a_plain_connection_appends_without_a_session(

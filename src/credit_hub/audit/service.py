@@ -24,7 +24,6 @@ from typing import Any, TypeVar
 import orjson
 import psycopg
 from sqlalchemy import Connection, Engine, bindparam, insert, select, text
-from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
 from credit_hub.access.service import Principal
@@ -168,11 +167,9 @@ def _append_in_two_round_trips(engine: Engine, events: Sequence[dict[str, Any]])
     """`record_many` in a transaction of its own on PostgreSQL, in two round trips instead of
     five (BEGIN, lock, read, insert, COMMIT): BEGIN, the chain lock and the last event in one
     simple query (each statement takes its snapshot after the one before it ended, so the
-    read sees the chain as the previous lock holder committed it), then one INSERT of all the
-    rows and COMMIT in another, the values bound client-side by psycopg (up to _LITERAL_ROWS
-    events; more take one more round trip). The lock is held for one round trip and the
-    commit."""
-    append = _APPEND_ONE.compiled(engine.dialect)
+    read sees the chain as the previous lock holder committed it), then the INSERT of all the
+    rows and COMMIT in another (`_rows_and_commit`). The lock is held for one round trip and
+    the commit."""
     fairy = engine.raw_connection()
     try:
         connection: Any = fairy.driver_connection
@@ -184,12 +181,7 @@ def _append_in_two_round_trips(engine: Engine, events: Sequence[dict[str, Any]])
                 pass
             last = cursor.fetchone()
             made = _chained(_Head._make(last) if last else None, events)
-            if len(made) <= _LITERAL_ROWS:
-                cursor.execute(_literal_rows_and_commit(cursor, append, made))
-            else:  # a screening's hundreds: one statement parsed, not hundreds of literal rows
-                params = [append.parameters(event) for event in made]
-                connection.cursor().executemany(append.sql, params)
-                connection.execute("COMMIT")
+            cursor.execute(_rows_and_commit(cursor, made))
         except BaseException:
             with suppress(psycopg.Error):  # the append's own error is the one to raise
                 if connection.info.transaction_status in _IN_TRANSACTION:
@@ -205,44 +197,44 @@ def _append_in_two_round_trips(engine: Engine, events: Sequence[dict[str, Any]])
 
 
 async def _append_on_loop(
-    connection: psycopg.AsyncConnection[Any], dialect: Dialect, events: Sequence[dict[str, Any]]
+    connection: psycopg.AsyncConnection[Any], events: Sequence[dict[str, Any]]
 ) -> None:
     """`_append_in_two_round_trips` on a connection of the event loop's (`pg_loop`), in
     autocommit; if it raises, the connection is closed, which ends the transaction."""
-    append = _APPEND_ONE.compiled(dialect)
     cursor = psycopg.AsyncClientCursor(connection)
     await cursor.execute(_HEAD)
     while cursor.nextset():
         pass
     last = await cursor.fetchone()
     made = _chained(_Head._make(last) if last else None, events)
-    if len(made) <= _LITERAL_ROWS:
-        await cursor.execute(_literal_rows_and_commit(cursor, append, made))
-    else:
-        params = [append.parameters(event) for event in made]
-        await connection.cursor().executemany(append.sql, params)
-        await connection.execute("COMMIT")
+    await cursor.execute(_rows_and_commit(cursor, made))
 
 
-def _literal_rows_and_commit(
-    cursor: psycopg.ClientCursor[Any] | psycopg.AsyncClientCursor[Any],
-    append: Any,
-    made: list[dict[str, Any]],
+def _rows_and_commit(
+    cursor: psycopg.ClientCursor[Any] | psycopg.AsyncClientCursor[Any], made: list[dict[str, Any]]
 ) -> str:
-    """One INSERT of `made` as literal rows (bound client-side by psycopg), then COMMIT."""
-    insert_into, _, row = append.sql.partition(" VALUES ")
-    rows = ", ".join(cursor.mogrify(row, append.parameters(event)) for event in made)
-    return f"{insert_into} VALUES {rows}; COMMIT"
+    """The INSERT of the chained rows `made`, then COMMIT, as one simple query: the rows go
+    as one JSON document, bound client-side, that PostgreSQL unpacks into rows of the table
+    (`json_populate_recordset`). Quoting each value of each row with psycopg cost the server
+    more than the rest of the append; its rows each parsed as literals cost PostgreSQL more
+    too (docs/performance.md). What is stored is what SQLAlchemy stores: ids, UUIDs, times
+    with their offset, the payload as JSONB."""
+    return cursor.mogrify(_APPEND_ROWS, (orjson.dumps(made).decode(),))
 
 
 _Head = namedtuple("_Head", ["id", "hash"])
 _IN_TRANSACTION = (psycopg.pq.TransactionStatus.INTRANS, psycopg.pq.TransactionStatus.INERROR)
-# Up to this many events go in as literal rows with the COMMIT (a round trip less); a batch
-# of hundreds parses faster as one statement with parameters (900: 17 against 40 ms).
-_LITERAL_ROWS = 32
 _HEAD = (
     f"BEGIN; SELECT pg_advisory_xact_lock({_LOCK_KEY}); "
     f"SELECT id, hash FROM {_AUDIT.name} ORDER BY id DESC LIMIT 1"
+)
+# A payload of None is stored as JSON null, as SQLAlchemy stores it (the document's null
+# would be SQL NULL).
+_COLUMNS = [column.name for column in _AUDIT.c]
+_VALUES = [f"coalesce({c}, 'null')" if c == "payload" else c for c in _COLUMNS]
+_APPEND_ROWS = (
+    f"INSERT INTO {_AUDIT.name} ({', '.join(_COLUMNS)}) SELECT {', '.join(_VALUES)} "
+    f"FROM json_populate_recordset(NULL::{_AUDIT.name}, %s); COMMIT"
 )
 
 
@@ -375,7 +367,7 @@ class Appender:
                     batch, self._from_loop = self._from_loop, []
                     events = [event for events, _ in batch for event in events]
                     async with connections.connection() as connection:
-                        await _append_on_loop(connection, connections.dialect, events)
+                        await _append_on_loop(connection, events)
                 except Exception as error:  # this batch's reads fail; the next batch goes on
                     _settle(batch, error)
                 except BaseException as error:  # cancelled: no later batch is appended either

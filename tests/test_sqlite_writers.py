@@ -193,3 +193,36 @@ def test_a_forked_child_queues_on_its_own(tmp_path: Path) -> None:
     assert os.waitstatus_to_exitcode(status) == 0
     queue.acquire()  # and the parent's queue is as it was
     queue.release()
+
+
+def test_try_acquire_takes_a_free_turn_and_never_waits_for_a_taken_one(tmp_path: Path) -> None:
+    database = tmp_path / "hub.db"
+    mine, other = WriterQueue(str(database), 5), WriterQueue(str(database), 5)
+    assert mine.try_acquire()
+    assert _held_elsewhere(database)
+    started = time.monotonic()
+    assert not other.try_acquire()  # another process's turn: False at once
+    results: list[bool] = []
+    holder = threading.Thread(target=lambda: results.append(mine.try_acquire()))
+    holder.start()
+    holder.join(5)
+    assert results == [False]  # another thread of this process holds the turn
+    assert time.monotonic() - started < 1
+    mine.release()
+    assert not _held_elsewhere(database)
+    assert other.try_acquire()
+    other.release()
+    # A thread of this process waiting for another process's turn comes first.
+    other.acquire()
+    waiting = threading.Thread(target=mine.acquire)
+    waiting.start()
+    deadline = time.monotonic() + 5
+    while not mine._wanted.is_set() and time.monotonic() < deadline:  # its helper: in flock
+        time.sleep(0.005)
+    assert mine._wanted.is_set()
+    assert not mine.try_acquire()
+    other.release()
+    waiting.join(5)
+    assert not waiting.is_alive()
+    assert not other.try_acquire()  # the waiter got it
+    mine.release()

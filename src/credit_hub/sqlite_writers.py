@@ -63,12 +63,8 @@ class WriterQueue:
         if not self._threads.acquire(blocking=False):
             return False
         with self._state:
-            if not self._wanted.is_set():
-                try:
-                    fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    return True
-                except BlockingIOError:
-                    pass
+            if self._lock_file_now():
+                return True
         self._threads.release()
         return False
 
@@ -80,14 +76,8 @@ class WriterQueue:
         """The file lock, for the thread holding `_threads`: at once if no other process holds
         it, else from the helper thread, or False at the deadline."""
         with self._state:
-            # While the helper waits in flock, a lock taken here on the same descriptor would
-            # let the helper's call succeed too, and its unlock would then drop ours.
-            if not self._wanted.is_set():
-                try:
-                    fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    return True
-                except BlockingIOError:
-                    pass
+            if self._lock_file_now():
+                return True
             request = self._request = threading.Event()
             self._wanted.set()
             if self._helper is None:
@@ -104,6 +94,18 @@ class WriterQueue:
             # came, or lets it go.
             self._request = None
             return False
+
+    def _lock_file_now(self) -> bool:
+        """The file lock if no other process holds it, without waiting (holding `_state`).
+        Never while the helper waits in flock: a lock taken here on the same descriptor would
+        let the helper's call succeed too, and its unlock would then drop ours."""
+        if self._wanted.is_set():
+            return False
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
 
     def _wait_for_file(self) -> None:
         while True:

@@ -544,7 +544,7 @@ def _one_event() -> list[dict[str, Any]]:
     return [audit.read_event(actor=None, action="profile.read")]
 
 
-def test_postgresql_appends_in_two_round_trips_store_what_sqlalchemy_stores(
+def test_postgresql_appends_in_one_statement_store_what_sqlalchemy_stores(
     hub_settings: Settings, sessions: sessionmaker[Session]
 ) -> None:
     _postgresql(sessions)
@@ -568,8 +568,9 @@ def test_postgresql_appends_in_two_round_trips_store_what_sqlalchemy_stores(
     with sessions() as session:
         assert _events(sessions, "literal.checked") == 44
         assert audit.verify(session).ok
-    # Column for column what SQLAlchemy stores (record_many, in a Session): an actor, UUIDs, a
-    # time to the microsecond, text that needs escaping in JSON, a payload of None.
+    # Column for column what SQLAlchemy stores (record_many, in a Session, chained in Python):
+    # an actor, UUIDs, a time to the microsecond, text that needs escaping in JSON or takes
+    # four bytes in UTF-8 (hashed by PostgreSQL as Python hashes it), a payload of None.
     actor = Principal(
         id=uuid.uuid4(),
         kind=ClientKind.AGENCY,
@@ -581,7 +582,7 @@ def test_postgresql_appends_in_two_round_trips_store_what_sqlalchemy_stores(
     )
     at = datetime(2026, 3, 4, 5, 6, 7, 891011, tzinfo=UTC)
     specs = [
-        {"subject_id": uuid.uuid4(), "case_ref": 'tab\t "q" \\ 引号', "payload": payload},
+        {"subject_id": uuid.uuid4(), "case_ref": 'tab\t "q" \\ 引号 \u2028 𠀀', "payload": payload},
         {"subject_id": None, "case_ref": None, "payload": None},
     ]
 
@@ -612,7 +613,7 @@ def test_appender_on_a_plain_connection_appends_without_a_session(
     hub_settings: Settings, sessions: sessionmaker[Session]
 ) -> None:
     # On a plain connection, an Appender appends without a Session (SQLite: in BEGIN
-    # IMMEDIATE on its turn in the writers' queue; PostgreSQL: in two round trips).
+    # IMMEDIATE on its turn in the writers' queue; PostgreSQL: in one statement).
     appender = audit.Appender(Database(sessions), plain_connection=True)
     payload = {"note": "引号 ' \" \\", "nested": {"n": [1, 2.5, None]}}
     appender.append([audit.read_event(actor=None, action="plain.appended", payload=payload)])

@@ -3,6 +3,7 @@ relinked row is named; and no audit row holds an ID number or an API key."""
 
 from __future__ import annotations
 
+import hashlib
 from itertools import pairwise
 from typing import Any
 
@@ -173,3 +174,27 @@ def test_audit_rows_hold_no_id_number_and_no_api_key(
         text = orjson.dumps(dict(row), default=str).decode()
         assert not [secret for secret in secrets if secret in text], row["action"]
     assert audit.verify(session).ok
+
+
+@pytest.mark.parametrize(
+    "case_ref",
+    [None, "plain", '"id":1,', 'a\\",\\"id\\":', "引号 \u2028 \x00 𠀀", ',"payload":null'],
+)
+def test_the_content_split_either_side_of_the_id_is_the_canonical_content(
+    case_ref: str | None,
+) -> None:
+    # PostgreSQL's audit_append hashes head + id + tail; `audit verify` must find the very
+    # bytes of the content's canonical JSON (keys sorted, compact), whatever the values hold.
+    event = {name: None for name in audit._CONTENT} | {
+        "id": 987654321,
+        "action": "profile.read",
+        "actor_kind": "agency",
+        "case_ref": case_ref,
+        "payload": {"z": [1, 2.5, None], "a": "引号", "id": 3},
+    }
+    head, tail = audit._halves(event)
+    canonical = orjson.dumps(event, option=orjson.OPT_SORT_KEYS).decode()
+    assert head + "987654321" + tail == canonical
+    prev = "ab" * 32
+    expected = hashlib.sha256(prev.encode() + canonical.encode()).hexdigest()
+    assert audit._digest(prev, event) == expected

@@ -4,6 +4,8 @@ Each event stores `prev_hash` (the hash of the event before it) and its own `has
 over `prev_hash` and its canonical content. Appends are serialized: on PostgreSQL by a
 transaction-level advisory lock taken just before the insert (so it is held only until the
 commit that follows), on SQLite by the write lock every writing transaction holds anyway.
+The server's appends on PostgreSQL are one statement, the migration's `audit_append`, which
+chains the rows inside the database: it hashes the content as `_halves` splits it.
 """
 
 from __future__ import annotations
@@ -68,11 +70,28 @@ def _text(value: Any) -> Any:
     return value
 
 
+_SORTED = orjson.OPT_SORT_KEYS
+_CONTENT_BUT_ID = tuple(name for name in _CONTENT if name != "id")
+# In the canonical content, "payload" is the key after "id" (keys sorted): the first bytes
+# `,"payload":` are where the id goes, as a quote inside a string value is always escaped.
+_AFTER_ID = b',"payload":'
+
+
+def _halves(event: Mapping[str, Any]) -> tuple[str, str]:
+    """An event's canonical content (as `_digest` hashes it) as the text before its id and
+    the text after it: the content is head + str(id) + tail, which PostgreSQL's
+    `audit_append` hashes once it knows the id."""
+    body = orjson.dumps({name: _text(event[name]) for name in _CONTENT_BUT_ID}, option=_SORTED)
+    split = body.index(_AFTER_ID)
+    return body[:split].decode() + ',"id":', body[split:].decode()
+
+
 def _digest(prev_hash: str, event: Any) -> str:
-    """The hash of an event (a row, a mapping or an AuditEvent) chained after `prev_hash`."""
+    """The hash of an event (a row, a mapping or an AuditEvent) chained after `prev_hash`:
+    SHA-256 over `prev_hash` and the event's canonical content (JSON, keys sorted, compact)."""
     get = event.get if isinstance(event, Mapping) else lambda name: getattr(event, name)
     content = {name: _text(get(name)) for name in _CONTENT}
-    body = orjson.dumps(content, option=orjson.OPT_SORT_KEYS)
+    body = orjson.dumps(content, option=_SORTED)
     return hashlib.sha256(prev_hash.encode() + body).hexdigest()
 
 
@@ -115,7 +134,7 @@ def record(
 def record_many(session: Session, events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Append events in order, chained, with one lock, one read and one insert (Core
     statements on the session's connection; the server's reads append through an Appender,
-    which on PostgreSQL does the same in two round trips)."""
+    which on PostgreSQL does the same in one statement, `audit_append`)."""
     return _append(session.connection(), events)
 
 
@@ -136,57 +155,63 @@ def _append(connection: Connection, events: Sequence[dict[str, Any]]) -> list[di
 def _chained(last: Any, events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """The rows of `events` chained after `last` (the chain's last (id, hash), or None)."""
     next_id, prev_hash = ((last.id + 1), last.hash) if last else (1, GENESIS)
-    request_id = current_request_id()
-    now = utcnow()
-    made: list[dict[str, Any]] = []
-    for spec in events:  # events queued by an Appender carry their request's id
-        actor: Principal | None = spec.get("actor")
-        event = {
-            "id": next_id,
-            "at": spec.get("at") or now,
-            "actor_id": actor.id if actor else None,
-            "actor_kind": spec.get("actor_kind") or (actor.kind if actor else "system"),
-            "action": spec["action"],
-            "subject_id": spec.get("subject_id"),
-            "record_id": spec.get("record_id"),
-            "submission_id": spec.get("submission_id"),
-            "purpose": spec.get("purpose"),
-            "case_ref": spec.get("case_ref"),
-            "request_id": spec.get("request_id", request_id),
-            "result": spec.get("result"),
-            "payload": spec.get("payload"),
-            "prev_hash": prev_hash,
-        }
+    made = _unchained(events)
+    for event in made:
+        event["id"], event["prev_hash"] = next_id, prev_hash
         event["hash"] = _digest(prev_hash, event)
-        made.append(event)
         next_id, prev_hash = next_id + 1, event["hash"]
     return made
 
 
-def _append_in_two_round_trips(engine: Engine, events: Sequence[dict[str, Any]]) -> None:
-    """`record_many` in a transaction of its own on PostgreSQL, in two round trips instead of
-    five (BEGIN, lock, read, insert, COMMIT): BEGIN, the chain lock and the last event in one
-    simple query (each statement takes its snapshot after the one before it ended, so the
-    read sees the chain as the previous lock holder committed it), then the INSERT of all the
-    rows and COMMIT in another (`_rows_and_commit`). The lock is held for one round trip and
-    the commit."""
+def _unchained(events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows of `events` without their place in the chain (id, prev_hash, hash)."""
+    request_id = current_request_id()
+    now = utcnow()
+    rows: list[dict[str, Any]] = []
+    for spec in events:  # events queued by an Appender carry their request's id
+        actor: Principal | None = spec.get("actor")
+        rows.append(
+            {
+                "at": spec.get("at") or now,
+                "actor_id": actor.id if actor else None,
+                "actor_kind": spec.get("actor_kind") or (actor.kind if actor else "system"),
+                "action": spec["action"],
+                "subject_id": spec.get("subject_id"),
+                "record_id": spec.get("record_id"),
+                "submission_id": spec.get("submission_id"),
+                "purpose": spec.get("purpose"),
+                "case_ref": spec.get("case_ref"),
+                "request_id": spec.get("request_id", request_id),
+                "result": spec.get("result"),
+                "payload": spec.get("payload"),
+            }
+        )
+    return rows
+
+
+def _append_document(events: Sequence[dict[str, Any]]) -> str:
+    """What PostgreSQL's `audit_append` takes: the events as one JSON array of the two parts
+    of their canonical content either side of the id each will get (`_halves`). The content
+    is the row: the function stores what it hashed."""
+    return orjson.dumps([_halves(row) for row in _unchained(events)]).decode()
+
+
+# One statement: the chain lock, the last event, the batch chained and inserted (the function
+# is the migration's f3a9d2c7b814). In autocommit it is a transaction of its own, and the
+# lock is held for it and its commit only: never while a worker's turn comes round between
+# two round trips (docs/performance.md).
+_APPEND_CALL = "SELECT audit_append(%s::json)"
+
+
+def _append_in_one_statement(engine: Engine, events: Sequence[dict[str, Any]]) -> None:
+    """`record_many` in a transaction of its own on PostgreSQL: one statement in autocommit
+    (`_APPEND_CALL`), on a pooled connection."""
     fairy = engine.raw_connection()
     try:
         connection: Any = fairy.driver_connection
-        connection.autocommit = True  # the BEGIN and COMMIT are ours: no BEGIN of psycopg's
+        connection.autocommit = True  # the statement is its own transaction
         try:
-            cursor = psycopg.ClientCursor(connection)
-            cursor.execute(_HEAD)
-            while cursor.nextset():  # to the last statement's rows
-                pass
-            last = cursor.fetchone()
-            made = _chained(_Head._make(last) if last else None, events)
-            cursor.execute(_rows_and_commit(cursor, made))
-        except BaseException:
-            with suppress(psycopg.Error):  # the append's own error is the one to raise
-                if connection.info.transaction_status in _IN_TRANSACTION:
-                    connection.execute("ROLLBACK")
-            raise
+            connection.execute(_APPEND_CALL, (_append_document(events),))
         finally:
             try:
                 connection.autocommit = False
@@ -199,43 +224,12 @@ def _append_in_two_round_trips(engine: Engine, events: Sequence[dict[str, Any]])
 async def _append_on_loop(
     connection: psycopg.AsyncConnection[Any], events: Sequence[dict[str, Any]]
 ) -> None:
-    """`_append_in_two_round_trips` on a connection of the event loop's (`pg_loop`), in
-    autocommit; if it raises, the connection is closed, which ends the transaction."""
-    cursor = psycopg.AsyncClientCursor(connection)
-    await cursor.execute(_HEAD)
-    while cursor.nextset():
-        pass
-    last = await cursor.fetchone()
-    made = _chained(_Head._make(last) if last else None, events)
-    await cursor.execute(_rows_and_commit(cursor, made))
-
-
-def _rows_and_commit(
-    cursor: psycopg.ClientCursor[Any] | psycopg.AsyncClientCursor[Any], made: list[dict[str, Any]]
-) -> str:
-    """The INSERT of the chained rows `made`, then COMMIT, as one simple query: the rows go
-    as one JSON document, bound client-side, that PostgreSQL unpacks into rows of the table
-    (`json_populate_recordset`). Quoting each value of each row with psycopg cost the server
-    more than the rest of the append; its rows each parsed as literals cost PostgreSQL more
-    too (docs/performance.md). What is stored is what SQLAlchemy stores: ids, UUIDs, times
-    with their offset, the payload as JSONB."""
-    return cursor.mogrify(_APPEND_ROWS, (orjson.dumps(made).decode(),))
+    """`_append_in_one_statement` on a connection of the event loop's (`pg_loop`), which is
+    in autocommit."""
+    await connection.execute(_APPEND_CALL, (_append_document(events),))
 
 
 _Head = namedtuple("_Head", ["id", "hash"])
-_IN_TRANSACTION = (psycopg.pq.TransactionStatus.INTRANS, psycopg.pq.TransactionStatus.INERROR)
-_HEAD = (
-    f"BEGIN; SELECT pg_advisory_xact_lock({_LOCK_KEY}); "
-    f"SELECT id, hash FROM {_AUDIT.name} ORDER BY id DESC LIMIT 1"
-)
-# A payload of None is stored as JSON null, as SQLAlchemy stores it (the document's null
-# would be SQL NULL).
-_COLUMNS = [column.name for column in _AUDIT.c]
-_VALUES = [f"coalesce({c}, 'null')" if c == "payload" else c for c in _COLUMNS]
-_APPEND_ROWS = (
-    f"INSERT INTO {_AUDIT.name} ({', '.join(_COLUMNS)}) SELECT {', '.join(_VALUES)} "
-    f"FROM json_populate_recordset(NULL::{_AUDIT.name}, %s); COMMIT"
-)
 
 
 def read_event(**spec: Any) -> dict[str, Any]:
@@ -272,8 +266,8 @@ class Appender:
         self._loop_leader: asyncio.Task[None] | None = None
         self._reads_on_loop = 0  # reads on the loop whose events are still to come
         self._joined: asyncio.Future[None] | None = None  # done when they have all come
-        # plain_connection (the server): on PostgreSQL, batches are appended in two round
-        # trips; on SQLite in a transaction on a plain Connection (a Session's set-up and
+        # plain_connection (the server): on PostgreSQL, batches are appended in one statement
+        # (`audit_append`); on SQLite in a transaction on a plain Connection (a Session's set-up and
         # tear-down cost as much as the statements). Otherwise in a transaction of `db.write()`.
         self._engine = db.engine if plain_connection else None
         self._changed = threading.Condition()
@@ -489,7 +483,7 @@ class Appender:
                 with self.db.write() as session:
                     record_many(session, events)
             elif engine.dialect.name == "postgresql":
-                _append_in_two_round_trips(engine, events)
+                _append_in_one_statement(engine, events)
             else:  # BEGIN IMMEDIATE on its turn in the writers' queue: `db.make_engine`
                 with engine.begin() as connection:
                     _append(connection, events)

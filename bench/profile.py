@@ -24,9 +24,10 @@ Every answer is checked (status, a non-empty profile of the right subject, hits 
 query, the number found). `--explain` prints the query plans of the statements one profile
 read, one search of each kind and one screening run (captured in-process), with their time.
 
-Results are kept in bench/out/profile-results.json; `--scale` estimates the figures at 10
-million records from runs at 1 and 3 million (a power law through the two points) against the
-issue's limit of 1.5 times the 1-million figures. Exits 1 on errors only, never on a missed
+Results are kept in bench/out/profile-results.json (the latest five runs per database, size
+and worker count); `--scale` estimates the figures at 10 million records from runs at 1 and 3
+million (a power law through the medians of the runs kept at each size) against the issue's
+limit of 1.5 times the 1-million figures. Exits 1 on errors only, never on a missed
 target. The machine's two cores are shared with the client processes (and with anything else
 running): the figures are noisy.
 """
@@ -41,6 +42,7 @@ import os
 import random
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -934,17 +936,47 @@ def summarize(
     )
 
 
+KEEP_RUNS = 5  # the latest runs kept per database, size and worker count
+
+
 def save(stores: dict[str, Store], results: list[Figures], machine_rate: float) -> None:
+    """Add the runs' figures to RESULTS, keeping the latest KEEP_RUNS per database, size and
+    worker count (`--scale` takes their medians)."""
     saved: dict[str, Any] = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     for f in results:
         store = stores[f.database]
-        saved.setdefault(f.database, {}).setdefault(str(store.records), {})[str(f.workers)] = {
-            "at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "subjects": store.subjects,
-            MACHINE: machine_rate,
-            **_row(f),
-        }
+        by_workers = saved.setdefault(f.database, {}).setdefault(str(store.records), {})
+        runs = _runs(by_workers.get(str(f.workers), []))
+        runs.append(
+            {
+                "at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "subjects": store.subjects,
+                MACHINE: machine_rate,
+                **_row(f),
+            }
+        )
+        by_workers[str(f.workers)] = runs[-KEEP_RUNS:]
     RESULTS.write_text(json.dumps(saved, indent=1))
+
+
+def _runs(kept: Any) -> list[dict[str, Any]]:
+    """The runs kept for one database, size and worker count (files written before runs were
+    kept as a list hold the latest alone)."""
+    return list(kept) if isinstance(kept, list) else [kept]
+
+
+def _median_run(runs: list[dict[str, Any]]) -> dict[str, float]:
+    """Each figure's median over `runs`: a p99 of 1,000 requests on two shared cores moves by
+    half from one run to the next, and the estimate raises the ratio of two of them to the
+    power 2.1."""
+    metrics = {name for run in runs for name, value in run.items() if isinstance(value, float)}
+    medians: dict[str, float] = {}
+    for name in metrics:
+        values = [run[name] for run in runs if isinstance(run.get(name), float)]
+        values = [value for value in values if not math.isnan(value)]
+        if values:
+            medians[name] = statistics.median(values)
+    return medians
 
 
 HIGHER_IS_BETTER = ("profile1_rate", "profile8_rate")
@@ -953,7 +985,8 @@ MACHINES_DIFFER = 0.15
 
 
 def scale_note() -> None:
-    """The figures at 10M estimated from 1M and 3M: f(N) = a N^b through the two points."""
+    """The figures at 10M estimated from 1M and 3M: f(N) = a N^b through the two points, each
+    the median of the runs kept at its size."""
     print(f"=== scale: 10M records estimated from 1M and 3M runs ({RESULTS})")
     saved: dict[str, Any] = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     found = False
@@ -965,22 +998,25 @@ def scale_note() -> None:
             continue
         for workers in sorted(set(small) & set(large)):
             found = True
-            print(f"  {database}, {workers} worker(s): metric 1M -> 3M -> 10M estimate (x 1M)")
-            speeds = small[workers].get(MACHINE), large[workers].get(MACHINE)
-            if None in speeds:
+            runs = _runs(small[workers]), _runs(large[workers])
+            print(
+                f"  {database}, {workers} worker(s): metric 1M -> 3M -> 10M estimate (x 1M), "
+                f"medians of {len(runs[0])} and {len(runs[1])} run(s)"
+            )
+            at_1m, at_3m = _median_run(runs[0]), _median_run(runs[1])
+            speeds = at_1m.get(MACHINE), at_3m.get(MACHINE)
+            if speeds[0] is None or speeds[1] is None:
                 print("    (a run without the machine's reference figure: compare with care)")
             elif abs(speeds[1] / speeds[0] - 1) > MACHINES_DIFFER:
                 print(
                     f"    WARNING: the machine ran validate() at {speeds[0]:,.0f}/s for the 1M "
                     f"run and {speeds[1]:,.0f}/s for the 3M run: the estimate mixes machines"
                 )
-            for metric, at1 in small[workers].items():
+            for metric, at1 in sorted(at_1m.items()):
                 if metric == MACHINE:
                     continue
-                at3 = large[workers].get(metric)
-                if not isinstance(at1, float) or not isinstance(at3, float) or at1 <= 0:
-                    continue
-                if math.isnan(at1) or math.isnan(at3) or at3 <= 0:
+                at3 = at_3m.get(metric)
+                if at3 is None or at1 <= 0 or at3 <= 0:
                     continue
                 at10 = at3 * (at3 / at1) ** (math.log(10 / 3) / math.log(3))
                 worse = at1 / at10 if metric in HIGHER_IS_BETTER else at10 / at1

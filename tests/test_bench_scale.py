@@ -61,3 +61,47 @@ def test_runs_without_the_reference_figure_are_flagged(
 ) -> None:
     out = _note(tmp_path, monkeypatch, capsys, (None, 70_000.0))
     assert "a run without the machine's reference figure" in out
+
+
+def test_the_estimate_takes_the_median_of_the_runs_kept_at_each_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # One slow run among three at 3M moves the median nothing; a file from before runs were
+    # kept as lists (one run, a dict) is read as one run.
+    def run(p99: float) -> dict[str, object]:
+        return {"substring_p99": p99, profile.MACHINE: 70_000.0, "at": "2026-11-26T00:00:00"}
+
+    saved = {
+        "postgres": {
+            "1000000": {"2": run(10.0)},
+            "3000000": {"2": [run(15.0), run(45.0), run(14.0)]},
+        }
+    }
+    results = tmp_path / "profile-results.json"
+    results.write_text(json.dumps(saved))
+    monkeypatch.setattr(profile, "RESULTS", results)
+    profile.scale_note()
+    out = capsys.readouterr().out
+    assert "medians of 1 and 3 run(s)" in out
+    line = next(line for line in out.splitlines() if "substring_p99" in line)
+    assert line.split()[1:4] == ["10.00", "15.00", "23.39"]
+
+
+def test_saving_keeps_the_latest_runs_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    results = tmp_path / "profile-results.json"
+    monkeypatch.setattr(profile, "RESULTS", results)
+    store = profile.Store("sqlite", "sqlite:///x", 1_000_000, 200_000, "2026-11-26", {}, [])
+    monkeypatch.setattr(profile, "_row", lambda figures: {"profile8_rate": figures.rate})
+
+    class Figures:
+        database, workers = "sqlite", 2
+
+        def __init__(self, rate: float) -> None:
+            self.rate = rate
+
+    for n in range(profile.KEEP_RUNS + 2):
+        profile.save({"sqlite": store}, [Figures(float(n))], 70_000.0)  # type: ignore[list-item]
+    runs = json.loads(results.read_text())["sqlite"]["1000000"]["2"]
+    kept = list(range(2, profile.KEEP_RUNS + 2))
+    assert [run["profile8_rate"] for run in runs] == [float(n) for n in kept]
+    assert all(run[profile.MACHINE] == 70_000.0 for run in runs)

@@ -609,6 +609,33 @@ def test_postgresql_appends_in_one_statement_store_what_sqlalchemy_stores(
     assert [row[6] for row in stored["appender"]][1] == "null"  # JSON null, not SQL NULL
 
 
+def test_postgresql_appends_of_many_connections_make_one_chain(
+    hub_settings: Settings, sessions: sessionmaker[Session]
+) -> None:
+    # Appenders of several processes each append in one statement on a connection of their
+    # own, while writes chain their events in Python in their own transactions: the chain lock
+    # orders them all, and each statement after the lock reads the last event committed.
+    _postgresql(sessions)
+    appenders = [audit.Appender(Database(sessions), plain_connection=True) for _ in range(4)]
+
+    def append(n: int) -> None:
+        for round_ in range(10):
+            if n == 0:
+                with sessions() as session:
+                    audit.record_many(session, [{"actor": None, "action": "many.written"}] * 2)
+                    session.commit()
+            else:
+                events = [audit.read_event(actor=None, action="many.read")] * (round_ % 3 + 1)
+                appenders[n].append(events)
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(append, range(4)))
+    assert _events(sessions, "many.written") == 20
+    assert _events(sessions, "many.read") == 3 * sum(r % 3 + 1 for r in range(10))
+    with sessions() as session:
+        assert audit.verify(session).ok  # no gap, no fork: every id and link in order
+
+
 def test_appender_on_a_plain_connection_appends_without_a_session(
     hub_settings: Settings, sessions: sessionmaker[Session]
 ) -> None:

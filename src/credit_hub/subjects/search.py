@@ -300,11 +300,13 @@ _PLAN_FACTS = text("""
 
 # SYSTEM sampling reads whole pages picked at random: a few hundred pages, not the table. A
 # table whose size the planner does not know yet (never analyzed) is sampled whole, but
-# never more than twice the sample's size.
+# never more than twice the sample's size. Each sampled name's subject is looked up by its
+# key (a scalar subquery, which the planner never turns into a join): as NOT EXISTS, the
+# planner expected no person among them and read every subject instead (106 ms at 600,000
+# subjects, against 29-58 ms for the ~6,000 lookups, which do not grow with the table).
 _SAMPLE = text("""
     SELECT sn.name FROM subject_name sn TABLESAMPLE SYSTEM (:percent)
-    WHERE NOT EXISTS (SELECT 1 FROM subject s
-                      WHERE s.id = sn.subject_id AND s.kind = 'natural_person')
+    WHERE (SELECT s.kind FROM subject s WHERE s.id = sn.subject_id) <> 'natural_person'
     LIMIT :most""")
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -10,13 +12,16 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, inspect, text
+from sqlalchemy.orm import Session
 
 from credit_hub import migrate
 from credit_hub.access.models import ClientKind
 from credit_hub.app import create_app
 from credit_hub.config import Settings
-from credit_hub.db import make_engine
+from credit_hub.db import make_engine, new_id
 from credit_hub.models import Base
+from credit_hub.subjects import search
+from credit_hub.subjects.models import Subject, SubjectKind, SubjectName
 from tests import factories
 from tests.live import SERVER_DATABASE_URL, dedicated_settings, new_client, sessions_on
 
@@ -44,11 +49,17 @@ def _elsewhere_only(diff: object, dialect: str) -> bool:
 
 
 def _is_search_infrastructure(diff: object) -> bool:
-    # Full-text tables and triggers are created by hand-written migrations, not by models.
+    # Full-text tables, trigram indexes and PostgreSQL's name numbers are created by
+    # hand-written migrations, not by models.
     text = repr(diff)
     return any(
         name in text
-        for name in ("subject_name_fts", "ix_subject_name_name_trgm", "ix_subject_name_name_prefix")
+        for name in (
+            "subject_name_fts",
+            "search_seq",  # PostgreSQL's numbering of names, and its indexes
+            "ix_subject_name_trgm_by_block",
+            "ix_subject_name_name_prefix",
+        )
     )
 
 
@@ -153,3 +164,55 @@ def _compression(engine: Engine, table: str, column: str) -> str:
                 {"table": table, "column": column},
             ).scalar()
         )
+
+
+def test_postgresql_numbers_stored_names_in_id_order_and_new_ones_after_them(
+    tmp_path: Path,
+) -> None:
+    # a7c1e9d3f5b2: names stored before it are numbered (search_seq) in the order of their
+    # ids, their search positions until then, whatever order they were written in.
+    if not SERVER_DATABASE_URL:
+        pytest.skip("PostgreSQL numbers names for its search; SQLite searches by rowid")
+    with dedicated_settings(tmp_path, "credit_hub_test_search_seq") as settings:
+        config = migrate.alembic_config(settings)
+        command.downgrade(config, "f3a9d2c7b814")
+        engine = make_engine(settings)
+        try:
+            names = [f"编号测试{i}有限公司" for i in range(5)]
+            with sessions_on(settings) as sessions, sessions() as session:
+                for i in reversed(range(5)):  # written last first
+                    _add_name(session, names[i], uuid.UUID(int=i + 1))
+                session.commit()
+            command.upgrade(config, "head")
+            with sessions_on(settings) as sessions, sessions() as session:
+                _add_name(session, "编号测试新", uuid.UUID(int=0))  # lowest id, written after
+                session.commit()
+                numbered = session.execute(
+                    text("SELECT name FROM subject_name ORDER BY search_seq")
+                ).scalars()
+                assert list(numbered) == [*names, "编号测试新"]
+                hits, _ = search.search(
+                    session, "编号测试", limit=10, cursor=None, include_persons=False
+                )
+                assert [hit.matched_name for hit in hits] == [*names, "编号测试新"]
+            command.downgrade(config, "f3a9d2c7b814")
+            assert "search_seq" not in [
+                c["name"] for c in inspect(engine).get_columns("subject_name")
+            ]
+            indexes = [i["name"] for i in inspect(engine).get_indexes("subject_name")]
+            assert "ix_subject_name_name_trgm" in indexes
+        finally:
+            engine.dispose()
+
+
+def _add_name(session: Session, name: str, name_id: uuid.UUID) -> None:
+    subject = Subject(id=new_id(), kind=SubjectKind.ORGANIZATION, name=name)
+    session.add(subject)
+    session.flush()
+    day = date(2026, 1, 2)
+    session.add(
+        SubjectName(
+            id=name_id, subject_id=subject.id, name=name, first_seen_on=day, last_seen_on=day
+        )
+    )
+    session.flush()

@@ -34,21 +34,28 @@ NAMES = [
 ]
 
 
-def _add(session: Session, names: list[str]) -> None:
+def _add(session: Session, names: list[str], blocks: list[int] | None = None) -> None:
+    """Names in this order of positions; on PostgreSQL, each in the block given, if any."""
     for position, name in enumerate(names):
         subject = Subject(id=new_id(), kind=SubjectKind.ORGANIZATION, name=name)
         session.add(subject)
         session.flush()
+        name_id = uuid.UUID(int=position + 1)
         session.add(
             SubjectName(
-                id=uuid.UUID(int=position + 1),  # the first positions of all
+                id=name_id,
                 subject_id=subject.id,
                 name=name,
                 first_seen_on=_DAY,
                 last_seen_on=_DAY,
             )
         )
-    session.flush()
+        session.flush()
+        if blocks is not None and session.get_bind().dialect.name == "postgresql":
+            session.execute(
+                text("UPDATE subject_name SET search_seq = :seq WHERE id = :id"),
+                {"seq": blocks[position] * search.NAMES_PER_BLOCK + position, "id": name_id},
+            )
 
 
 @pytest.fixture
@@ -74,27 +81,33 @@ def _pages(session: Session, q: str) -> list[list[str]]:
             return pages
 
 
-def _steps(statements: list[str]) -> int:
-    """How far the PostgreSQL search of one page went (see search.py): 1, 2 or 3."""
-    walks = [i for i, s in enumerate(statements) if "ORDER BY w.id" in s]
-    indexed = [i for i, s in enumerate(statements) if "candidate AS MATERIALIZED" in s]
-    if not indexed:
-        return 1
-    return 3 if any(i > indexed[0] for i in walks) else 2
+def _ways(statements: list[str]) -> list[str]:
+    """The ways the PostgreSQL search took (see search.py), in turn: the index's statement
+    goes on to the blocks by itself."""
+    marks = {"ORDER BY w.search_seq": "walk", "candidate AS MATERIALIZED": "index"}
+    marks["generate_series"] = "blocks"
+    return [
+        next(way for mark, way in marks.items() if mark in s)
+        for s in statements
+        if any(mark in s for mark in marks)
+    ]
 
 
 @pytest.mark.parametrize(
-    ("q", "step"), [("共同体", 1), ("稀有名", 2), ("中间值", 3)], ids=["common", "rare", "middling"]
+    ("q", "ways"),
+    [("共同体", ["walk"]), ("稀有名", ["walk", "index"]), ("中间值", ["walk", "index"])],
+    ids=["common", "rare", "middling"],
 )
 def test_substring_pages_follow_positions(
     session: Session,
     monkeypatch: pytest.MonkeyPatch,
     statements: list[str],
     q: str,
-    step: int,
+    ways: list[str],
 ) -> None:
-    # Small numbers for a small table: walk 8 names; read through the index if fewer than
-    # 2 * 4 * 12 / 8 = 12 names match (a page is 3 hits, read as 4).
+    # Small numbers for a small table, no sample: walk 8 names; read through the index if
+    # fewer than 2 * 4 = 8 names match (a page is 3 hits, read as 4); else (in the same
+    # statement) probe the blocks.
     monkeypatch.setattr(search, "MIN_BUDGET", 2)
     monkeypatch.setattr(search, "_substring_plan", lambda _: search._Plan(12, BUDGET, 0.0))
     _add(session, NAMES)
@@ -103,7 +116,7 @@ def test_substring_pages_follow_positions(
     first, _ = search.search(session, q, limit=LIMIT, cursor=None, include_persons=False)
     assert [hit.matched_name for hit in first] == expected[:LIMIT]
     if session.get_bind().dialect.name == "postgresql":
-        assert _steps(statements) == step
+        assert _ways(statements) == ways
     pages = _pages(session, q)
     assert [name for page in pages for name in page] == expected
     assert all(len(page) == LIMIT for page in pages[:-1])
@@ -118,60 +131,88 @@ def test_substring_pages_follow_positions(
         assert tuple(settings) == ("on", "on", "on")
 
 
-def test_a_walk_that_finds_its_matches_far_off_ends_the_page_short(
+def test_blocks_probed_in_vain_end_the_page_short(
     session: Session, monkeypatch: pytest.MonkeyPatch, statements: list[str]
 ) -> None:
-    # Fifteen matches (more than the index cap of 12) all after thirty other names: step 3
-    # walks 16 names a request (2 budgets), answers what it found with a cursor from there,
-    # and the pages together still hold every match, in order.
+    # Fifteen matches (more than the index cap of 8) all in block 10, thirty other names
+    # three to a block in blocks 0-9: a request walks 8 names, then probes 4 blocks, answers
+    # what it found with a cursor from there, and the pages together still hold every match,
+    # in order.
     monkeypatch.setattr(search, "MIN_BUDGET", 2)
-    monkeypatch.setattr(search, "STEP3_BUDGETS", 2)
+    monkeypatch.setattr(search, "MAX_BLOCKS", 4)
     monkeypatch.setattr(search, "_substring_plan", lambda _: search._Plan(12, BUDGET, 0.0))
     clustered = [f"聚集地新区{i}有限公司" for i in range(15)]
-    _add(session, [f"其他{i}号公司" for i in range(30)] + clustered)
+    others = [f"其他{i}号公司" for i in range(30)]
+    _add(session, others + clustered, [i // 3 for i in range(30)] + [10] * 15)
     statements.clear()
     first, cursor = search.search(
         session, "聚集地", limit=LIMIT, cursor=None, include_persons=False
     )
+    ways = _ways(statements)
     pages = _pages(session, "聚集地")
     assert [name for page in pages for name in page] == clustered
     if session.get_bind().dialect.name == "postgresql":  # SQLite's index fills every page
         assert (first, cursor is not None) == ([], True)
-        assert _steps(statements) == 3
-        # Each request walks 16 names: names 1-16 hold no match, 17-32 the first two.
-        assert [len(page) for page in pages[:2]] == [0, 2]
+        assert ways == ["walk", "index"]  # the index's statement probed the blocks
+        # Blocks 0-3 and 4-7 hold no match, 8-11 the first page.
+        assert [len(page) for page in pages[:3]] == [0, 0, LIMIT]
+        assert len(pages) == 2 + 5
+
+
+def test_the_blocks_page_through_matches_in_many_blocks(
+    session: Session, monkeypatch: pytest.MonkeyPatch, statements: list[str]
+) -> None:
+    # A middling substring (per the sample) spread over blocks 0, 1, 3 and 5, among names
+    # without it: the blocks go first, and a page may take its hits from several blocks.
+    names = [f"分块名{i}有限公司" if i % 3 == 0 else f"其他{i}号公司" for i in range(24)]
+    blocks = [i // 6 if i // 6 < 2 else 2 * (i // 6) - 1 for i in range(24)]
+    plan = search._Plan(1_000_000, 10_247, 0.0, _sampled(["分块名"] * 3 + ["其他"] * 997, 1))
+    monkeypatch.setattr(search, "_substring_plan", lambda _: plan)
+    assert _way(plan, "分块名", LIMIT + 1) == "blocks"
+    _add(session, names, blocks)
+    statements.clear()
+    pages = _pages(session, "分块名")
+    assert [name for page in pages for name in page] == [n for n in names if "分块名" in n]
+    assert all(len(page) == LIMIT for page in pages[:-1])
+    if session.get_bind().dialect.name == "postgresql":
+        assert set(_ways(statements)) == {"blocks"}
 
 
 def _sampled(names: list[str], table_names: int) -> search._Sample:
     return search._Sample.of(names, table_names)
 
 
-def _first(plan: search._Plan, q: str, limit: int = 22) -> bool:
-    return plan.index_first(plan.index_lookup(q)[1], limit)
+def _way(plan: search._Plan, q: str, limit: int = 22) -> str:
+    patterns, found = plan.index_lookup(q)
+    return plan.first_way(found, limit, patterns[0])
 
 
-def test_the_sample_estimates_which_step_goes_first() -> None:
-    # A page of 21 (read as 22) of a table of 1,000,000 names goes to the index first when
-    # even (found + 2) / sampled of the table is few enough that reading them all costs less
-    # than a page's walk: most^2 <= 0.2 * 22 * 1,000,000, that is most <= 2,097.
-    names = ["稀有名甲公司"] + ["常见名有限公司"] * 300 + ["其他"] * 1699
+def test_the_sample_chooses_the_way_that_goes_first() -> None:
+    # A page of 21 (read as 22) of a table of 1,000,000 names; 20,000 names sampled.
+    names = ["稀有名甲公司"] + ["中间名公司"] * 40 + ["常见名有限公司"] * 3000
+    names += [f"其他{i}" for i in range(20_000 - len(names))]
     plan = search._Plan(1_000_000, 10_247, 0.0, _sampled(names, 1_000_000))
-    assert _first(plan, "无此名")  # (0 + 2) / 2,000 of 1M: 1,000 at most
-    assert _first(plan, "稀有名")  # 1,500 at most
-    assert not _first(plan, "常见名")  # 151,000
-    # 200 names cannot vouch for a substring they lack: one name in 100 may hold it.
-    small = search._Plan(1_000_000, 10_247, 0.0, _sampled(names[:200], 1_000_000))
-    assert not _first(small, "无此名")
-    # The same share of a ten times larger table: the walk of a page costs the same, reading
-    # the matches ten times more.
-    share = ["稀有名甲公司"] * 3 + ["其他"] * 1997  # 3 in 2,000: 2,500 of 1M at most
-    assert _first(search._Plan(100_000, 3_240, 0.0, _sampled(share, 100_000)), "稀有名")
-    assert not _first(search._Plan(1_000_000, 10_247, 0.0, _sampled(share, 1_000_000)), "稀有名")
-    assert not _first(search._Plan(12, BUDGET, 0.0), "无此名")  # no sample: walk first
-    assert not _first(search._Plan(0, BUDGET, 0.0, _sampled(names, 0)), "无此名")  # no size
-    assert not _first(search._Plan(12, BUDGET, 0.0, _sampled([], 0)), "无此名")
+    # Held by ~100 names: reading them all through the index costs least.
+    assert _way(plan, "稀有名") == "index"
+    assert plan.cap(22) == 336  # a page within 16 blocks on average past that many
+    assert _way(plan, "无此名") == "index"
+    # ~2,000 names: a walk of ~11,000 names, or 2,000 matches read, or 3 blocks probed.
+    assert _way(plan, "中间名") == "blocks"
+    # 15%: a page's walk is ~150 names.
+    assert _way(plan, "常见名") == "walk"
+    # The index reads at most a number of matches proportional to the table (past it, a page
+    # is within a few blocks), and a block's probe costs the same at any size: the way of a
+    # substring held by a given share of the names does not change with the table's size.
+    for table_size, budget in ((100_000, 3_240), (1_000_000, 10_247), (10_000_000, 32_404)):
+        for held, way in ((2, "index"), (10, "blocks")):
+            share = ["稀有名甲公司"] * held + [f"其他{i}" for i in range(20_000 - held)]
+            scaled = search._Plan(table_size, budget, 0.0, _sampled(share, table_size))
+            assert _way(scaled, "稀有名") == way
+    assert _way(search._Plan(12, BUDGET, 0.0), "无此名") == "walk"  # no sample
+    assert _way(search._Plan(0, BUDGET, 0.0, _sampled(names, 0)), "无此名") == "walk"  # no size
+    assert _way(search._Plan(12, BUDGET, 0.0, _sampled([], 0)), "无此名") == "walk"
     # No piece pg_trgm makes a trigram of: its index would be read whole, so never first.
-    assert not _first(plan, "·-·")
+    assert _way(plan, "·-·") == "walk"
 
 
 def test_the_index_is_asked_for_the_uncommon_pieces_of_the_substring() -> None:
@@ -196,7 +237,7 @@ def test_without_chinese_trigrams_only_ascii_pieces_are_asked_of_the_index() -> 
     names = ["甲乙丙丁", "ABC甲乙", "其他"] * 100
     plan = search._Plan(300, BUDGET, 0.0, _sampled(names, 300), chinese_trigrams=False)
     assert plan.index_lookup("甲乙丙丁") == (["%甲乙丙丁%"], None)
-    assert not _first(plan, "甲乙丙丁")  # walked first, as without a sample
+    assert _way(plan, "甲乙丙丁") == "walk"  # as without a sample
     assert plan.index_lookup("ABC甲乙") == (["%ABC%"], 100)
 
 
@@ -231,7 +272,8 @@ def test_a_substring_rare_in_the_sample_is_read_through_the_index_first(
     index_first: bool,
 ) -> None:
     # The sample holds every name: "稀有名" is in 2 of 27 (at most (2 + 2) * 12 / 27 = 1.8
-    # names of 12: 1.8^2 <= 0.2 * 4 * 12), "共同体" in 8 (4.4^2 > 9.6).
+    # names of 12, read at 3 µs each, against a walk of 0.6 * 4 * 12 / 1.3 names at 0.6 µs),
+    # "共同体" in 8 (4.4 names: 13 µs against 7 µs).
     monkeypatch.setattr(search, "MIN_BUDGET", 2)
     plan = search._Plan(12, BUDGET, 0.0, _sampled(NAMES, 12))
     monkeypatch.setattr(search, "_substring_plan", lambda _: plan)
@@ -240,12 +282,10 @@ def test_a_substring_rare_in_the_sample_is_read_through_the_index_first(
     pages = _pages(session, q)
     assert [name for page in pages for name in page] == [name for name in NAMES if q in name]
     if session.get_bind().dialect.name == "postgresql":
-        searched = [
-            s for s in statements if "ORDER BY w.id" in s or "candidate AS MATERIALIZED" in s
-        ]
-        assert ("candidate AS MATERIALIZED" in searched[0]) is index_first
+        ways = _ways(statements)
+        assert (ways[0] == "index") is index_first
         if index_first:  # the index held them all: no walk at all
-            assert all("ORDER BY w.id" not in s for s in searched)
+            assert set(ways) == {"index"}
 
 
 def test_the_index_reads_the_rarest_piece_and_keeps_the_names_with_the_whole_substring(
@@ -264,7 +304,7 @@ def test_the_index_reads_the_rarest_piece_and_keeps_the_names_with_the_whole_sub
     assert _pages(session, "甲乙丙丁") == [["甲乙丙丁"]]
     assert _pages(session, "乙丙丁") == [["甲乙丙丁", "乙丙丁己", "乙丙丁庚"], ["乙丙丁辛"]]
     if session.get_bind().dialect.name == "postgresql":
-        assert all("ORDER BY w.id" not in s for s in statements)  # the index, first and only
+        assert set(_ways(statements)) == {"index"}  # the index, first and only
 
 
 def test_the_sample_is_of_names_that_are_not_persons(session: Session) -> None:

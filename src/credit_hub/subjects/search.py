@@ -1,10 +1,11 @@
 """Finding subjects by name or identifier, backed by a real index on each database.
 
 Names of three characters or more: SQLite FTS5 with the trigram tokenizer; on PostgreSQL
-pg_trgm (GIN) for rare substrings and a bounded walk of the names for common ones (see
-`_pg_substring`). Shorter text: a prefix range on a B-tree (C collation on PostgreSQL). Current
-and former names are both searched (the index is over `subject_name`). Pages are keyed by the
-name row's position, so a page costs the same however deep it is.
+pg_trgm (GIN, over blocks of names numbered in order) for rare and middling substrings and a
+bounded walk of the names for common ones (see `_pg_substring`). Shorter text: a prefix range
+on a B-tree (C collation on PostgreSQL). Current and former names are both searched (the index
+is over `subject_name`). Pages are keyed by the name row's position, so a page costs the same
+however deep it is.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from sqlalchemy import text
@@ -49,9 +50,9 @@ def _cursor(position: Any) -> str:
 
 
 def _position(cursor: str | None, kind: str) -> Any:
-    """The position a cursor carries, checked to be of the search's kind: a SQLite rowid
-    (`rowid`), a name row's id (`uuid`) or a name and id (`text`). A cursor forged or made by
-    another kind of search is a 422, never a failed statement."""
+    """The position a cursor carries, checked to be of the search's kind: a number (`rowid`:
+    a SQLite rowid, PostgreSQL's search_seq) or a name and id (`text`). A cursor forged or
+    made by another kind of search is a 422, never a failed statement."""
     if not cursor:
         return None
     try:
@@ -65,7 +66,6 @@ def _position(cursor: str | None, kind: str) -> Any:
         valid = type(position) is int and 0 <= position < 2**63
     else:
         valid = isinstance(position, str) and len(position) <= _MAX_POSITION
-        valid = valid and (kind == "text" or _is_uuid(position))
     if not valid:
         raise RequestInvalid(
             "The cursor is not one this service gave out.",
@@ -115,7 +115,7 @@ def search(
         return [_hit(subject, subject.name)], None
     persons = "" if include_persons else "AND s.kind != 'natural_person'"
     sqlite = session.get_bind().dialect.name == "sqlite"
-    position = _position(cursor, ("rowid" if sqlite else "uuid") if len(q) >= 3 else "text")
+    position = _position(cursor, "rowid" if len(q) >= 3 else "text")
     params: dict[str, Any] = {"limit": limit + 1, "after": position}
     if len(q) >= 3 and sqlite:
         sql, through = _sqlite_substring(session, persons)
@@ -160,40 +160,50 @@ def _page(rows: Sequence[Any], limit: int) -> tuple[list[Hit], str | None]:
     return hits, _cursor(rows[-1].position) if more and rows else None
 
 
-# PostgreSQL: how a page of names containing a substring is found, in position order. The
-# planner makes this choice itself from estimates that can be wrong a hundredfold for three
-# Chinese characters (it walked 190,000 names for one matched by 25, 65 ms; it read and sorted
-# 6,000 matches where a walk of 700 names would do). So, in turn, each step only when the one
-# before did not fill the page:
-# 1. walk the next `budget` names in position order: enough for a common substring;
-# 2. read the matches through the trigram index if there are fewer than `cap`, and sort them:
-#    a rare substring (the index's bitmap of a very common one costs more than step 1);
-# 3. walk on, at most STEP3_BUDGETS budgets, until the page is full: a middling substring, with
-#    at least `cap` matches, so that one name in budget / limit / 2 or so matches on average.
-#    Should its matches lie further away (names of one new district, all recent), the page
-#    ends where the walk stopped, short, with a cursor from there: every request does
-#    bounded work, never a scan of all names.
-# A name walked costs about 0.6 µs and a match read through the index about 3 µs, so for N
-# names the worst of steps 1 and 2 is least with a budget near sqrt(105 N): a page costs
-# O(sqrt(N)) at worst, not O(N).
-#
-# Step 1 is wasted on a rare substring, and a substring found in no name walks its whole
-# budget (16 ms at 10 million names). So a sample of the names, drawn at random now and then
-# (`_Sample`), estimates how many names hold the substring: when even a generous estimate
-# says that reading them through the index costs less than the walk that would fill a page
-# (M matches cost 3 M µs; a page's walk 0.6 limit N / M µs: equal at M = sqrt(0.2 limit N)),
-# step 2 goes first and step 1 is skipped. A substring as common in the names as in the sample
-# then costs about the same at any N (a walk of limit N / M names, or M matches read), except
-# near that balance, where it still costs O(sqrt(N)). The sample also tells which pieces of
-# the substring are common: step 2 does not ask the index for those (`_Plan.index_lookup`).
-WALK_FACTOR = 105
-MIN_BUDGET = 2000  # the least walk budget, and the least index cap
-STEP3_BUDGETS = 8
-INDEX_VS_WALK = 0.2  # the cost of a name walked over that of a match read through the index
+# PostgreSQL: how a page of names containing a substring is found, in position order (a
+# name's position is its `search_seq`, a number given in insertion order). The planner makes
+# this choice itself from estimates that can be wrong a hundredfold for three Chinese
+# characters (it walked 190,000 names for one matched by 25, 65 ms; it read and sorted 6,000
+# matches where a walk of 700 names would do). So this code chooses among three ways:
+# - walk: the next `budget` names in position order, each name read (~0.6 µs): a common
+#   substring fills a page at once;
+# - index: all the matches through the trigram index (GIN, ~3 µs a match), sorted, if fewer
+#   than `cap`: a rare substring;
+# - blocks: names are numbered in blocks of NAMES_PER_BLOCK, and the trigram index is made
+#   over (block, trigrams): one probe (~25 µs) gives the matches of one block, so walking the
+#   blocks in order fills a page of a middling substring (too rare for a walk, too common to
+#   read whole) in a few probes, whatever N. At most MAX_BLOCKS a request: should the matches
+#   lie further away (names of one new district, all recent), the page ends where the probes
+#   stopped, short, with a cursor from there: every request does bounded work.
+# Without a sample, the walk goes first, then the index, then the blocks. With one, a sample
+# of the names, drawn at random now and then (`_Sample`), estimates how many names M hold the
+# substring, and the way that costs least for that M goes first (`_Plan.first_way`); should
+# it come up short, the others follow (the index before the blocks, which end the search).
+# A substring as common in the names as in the sample then costs about the same at any N,
+# except near the balance of the index and the blocks, where it costs O(sqrt(N)) but with a
+# constant forty times smaller than that of the walk it replaced (docs/performance.md). The
+# sample also tells which pieces of the substring are common: the index is not asked for
+# those (`_Plan.index_lookup`).
+WALK_FACTOR = 105  # the walk's budget: sqrt(WALK_FACTOR * N) names
+MIN_BUDGET = 2000  # the least walk budget
+NAMES_PER_BLOCK = 4096  # fixed by the index's expression (search_seq / 4096): see the migration
+MAX_BLOCKS = 32
+WALK_NAME_US = 0.6  # what a name walked, a match read through the index and a probe of a
+INDEX_MATCH_US = 3.0  # block cost, in µs at 1M records (only their ratios matter)
+BLOCK_PROBE_US = 25.0
 SAMPLE_NAMES = 5_000
 FREQUENT_PIECE = 0.1  # a piece held by more of the sampled names is not asked of the index
 SAMPLE_SECONDS = 1800.0  # a sample is drawn again after this long, or when the names grew by
 SAMPLE_GROWTH = 1.25  # this factor (or shrank by as much)
+
+Way = Literal["walk", "index", "blocks"]
+# The ways tried in turn, by the one that goes first. The index's statement goes on to the
+# blocks by itself when it finds too many matches.
+_WAYS: dict[Way, tuple[Way, ...]] = {
+    "walk": ("walk", "index"),
+    "index": ("index",),
+    "blocks": ("blocks", "index"),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,7 +248,9 @@ class _Plan:
         without a sample). The index is asked for names holding each piece of three
         characters of `q` that few sampled names hold (the rarest piece if all are common),
         and the names holding the whole of `q` are kept from those: every piece asked for
-        reads its posting list, and a common one is long. `有限公` is in most names: at
+        reads its posting list, and a common one is long. The rarest piece comes first: a
+        probe of one block asks for that one only (one posting list read costs less there
+        than the few names it lets through). `有限公` is in most names: at
         625,000 names `永科技有限公` read through the index took 2.8 ms asked whole, 0.85 ms
         asked as `永科技`. Without a sample, or without such pieces, the whole substring."""
         sample = self.sample
@@ -248,20 +260,44 @@ class _Plan:
             return [_like_pattern(q)], None
         frequent = FREQUENT_PIECE * sample.size
         asked = [piece for piece in dict.fromkeys(pieces) if sample.holders(piece) <= frequent]
-        asked = asked or [min(pieces, key=sample.holders)]
+        asked = sorted(asked, key=sample.holders) or [min(pieces, key=sample.holders)]
         return [f"%{piece}%" for piece in asked], sample.text.count(q)
 
-    def index_first(self, found: int | None, limit: int) -> bool:
-        """Whether `found` of the sampled names holding the substring (from index_lookup)
-        say that reading its matches through the index costs less than the walk that would
-        find a page of them (see above)."""
-        if found is None or self.sample is None:
-            return False
+    def cap(self, limit: int) -> int:
+        """The most matches the index way reads: with more, a page of them is within half of
+        MAX_BLOCKS blocks (on average), and the blocks go next."""
+        return max(2 * limit, math.ceil(2 * limit * self.names / (MAX_BLOCKS * NAMES_PER_BLOCK)))
+
+    def first_way(self, found: int | None, limit: int, probed: str | None = None) -> Way:
+        """The way (see above) that costs least for a substring `found` (from index_lookup)
+        of the sampled names hold, whose blocks are probed for the piece `probed` (the first
+        pattern index_lookup gives): the walk without a sample."""
+        sample = self.sample
+        if found is None or sample is None or self.names <= 0:
+            # A table never analyzed has no size yet (0): walk first, as without a sample.
+            return "walk"
+        share = self.names / sample.size
+        likely = (found + 1) * share
+        per_block = likely * NAMES_PER_BLOCK / self.names
+        # A probe reads the names of the block holding the piece asked for, and keeps those
+        # holding the substring.
+        piece = sample.holders(probed.strip("%")) if probed else found
+        read = max(per_block, piece * NAMES_PER_BLOCK / sample.size)
+        blocks = math.ceil(limit / per_block) * (BLOCK_PROBE_US + INDEX_MATCH_US * read)
         # Two more than the sample holds: a substring in none of 5,000 sampled names can
-        # still be in one name in 2,500. A table never analyzed has no size yet (0): walk
-        # first, as without a sample.
-        most = (found + 2) * self.names / self.sample.size
-        return most * most < INDEX_VS_WALK * limit * self.names
+        # still be in one name in 2,500. Past `cap` matches the index gives way to the blocks.
+        most, cap = (found + 2) * share, self.cap(limit)
+        costs: dict[Way, float] = {
+            "walk": WALK_NAME_US * limit * self.names / likely,
+            "index": INDEX_MATCH_US * most if most <= cap else INDEX_MATCH_US * cap + blocks,
+        }
+        # Sampled counts are few, and names are not spread evenly: the blocks go first only
+        # when even the fewest names the sample suggests (`found`, not found + 1) fill a page
+        # within half of MAX_BLOCKS probes. Else they would come up short, and the index
+        # would follow: the index goes first, and the blocks only past its cap.
+        if found and 2 * limit * self.names <= MAX_BLOCKS * found * share * NAMES_PER_BLOCK:
+            costs["blocks"] = blocks
+        return min(costs, key=costs.__getitem__)
 
 
 # Three characters pg_trgm takes for a trigram (letters or digits of one word: Chinese
@@ -321,71 +357,104 @@ def _sampled_names(session: Session, names: int) -> list[str]:
 
 
 _PG_WALK = """
-    SELECT w.id::text AS position, w.name AS matched, s.id, s.kind, s.name, s.uscc, s.division
-    FROM (SELECT sn.id, sn.subject_id, sn.name FROM subject_name sn
-          WHERE CAST(:after AS uuid) IS NULL OR sn.id > CAST(:after AS uuid)
-          ORDER BY sn.id {budget}) AS w
+    SELECT w.search_seq AS position, w.name AS matched, s.id, s.kind, s.name, s.uscc, s.division
+    FROM (SELECT sn.search_seq, sn.subject_id, sn.name FROM subject_name sn
+          WHERE CAST(:after AS bigint) IS NULL OR sn.search_seq > CAST(:after AS bigint)
+          ORDER BY sn.search_seq LIMIT :budget) AS w
     JOIN subject s ON s.id = w.subject_id
     WHERE w.name LIKE :pattern AND s.merged_into_id IS NULL {persons}
-    ORDER BY w.id LIMIT :limit"""
+    ORDER BY w.search_seq LIMIT :limit"""
 
+# The blocks from the cursor's on, each probed through the index (the lateral subquery is
+# run once per block, in block order: the nested loop keeps that order and the LIMIT stops
+# it once the page is full). A block past the last name costs a probe of an empty posting
+# list (its last is looked up only when the page comes up short: with the planner switches
+# of _PG_INDEXED, max() read the whole table). As in _PG_INDEXED, `name || ''`
+# keeps the whole substring from the index, which would read the posting lists of its
+# common pieces too.
+_PG_BLOCKS = f"""
+    SELECT x.* FROM generate_series(
+        CAST(:first_block AS bigint), CAST(:last_block AS bigint)) AS b(block)
+    CROSS JOIN LATERAL (
+        SELECT sn.search_seq AS position, sn.name AS matched, s.id, s.kind, s.name, s.uscc,
+               s.division
+        FROM (SELECT sn.search_seq, sn.subject_id, sn.name FROM subject_name sn
+              WHERE sn.search_seq / {NAMES_PER_BLOCK} = b.block AND {{indexed}}
+                AND (sn.name || '') LIKE :pattern
+                AND (CAST(:after AS bigint) IS NULL OR sn.search_seq > CAST(:after AS bigint))
+              ORDER BY sn.search_seq) AS sn  -- sorted first: subjects looked up for a page
+        JOIN subject s ON s.id = sn.subject_id
+        WHERE s.merged_into_id IS NULL {{persons}}
+        ORDER BY sn.search_seq) AS x
+    LIMIT :limit"""
+
+_LAST_BLOCK = text(f"SELECT max(search_seq) / {NAMES_PER_BLOCK} FROM subject_name")
+
+# The matches read through the index if fewer than `cap`, sorted (subjects are looked up for
+# one page only); with as many, the blocks' probes instead: one statement either way. The
+# first row carries the number of candidates read; either of the other parts runs only as
+# that number says (a condition on no row is tested once, before the part's plan runs).
 _PG_INDEXED = """
     WITH candidate AS MATERIALIZED (
-        SELECT sn.id, sn.subject_id, sn.name FROM subject_name sn
+        SELECT sn.search_seq, sn.subject_id, sn.name FROM subject_name sn
         WHERE {indexed} AND (sn.name || '') LIKE :pattern LIMIT :cap
-    ), page AS (  -- candidates sorted first: subjects are looked up for one page only
-        SELECT c.id AS name_id, c.name AS matched, s.id, s.kind, s.name, s.uscc, s.division
-        FROM (SELECT * FROM candidate
-              WHERE CAST(:after AS uuid) IS NULL OR id > CAST(:after AS uuid)
-              ORDER BY id) AS c
-        JOIN subject s ON s.id = c.subject_id
-        WHERE s.merged_into_id IS NULL {persons}
-        ORDER BY c.id LIMIT :limit
-    )
-    SELECT (SELECT count(*) FROM candidate) AS candidates, page.name_id::text AS position,
-           page.matched, page.id, page.kind, page.name, page.uscc, page.division
-    FROM (SELECT 1) AS one LEFT JOIN page ON true
-    ORDER BY page.name_id"""
+    ), counted AS MATERIALIZED (SELECT count(*) AS candidates FROM candidate)
+    SELECT candidates, NULL AS position, NULL AS matched, NULL AS id, NULL AS kind,
+           NULL AS name, NULL AS uscc, NULL AS division
+    FROM counted
+    UNION ALL
+    (SELECT NULL, c.search_seq, c.name, s.id, s.kind, s.name, s.uscc, s.division
+     FROM (SELECT * FROM candidate
+           WHERE CAST(:after AS bigint) IS NULL OR search_seq > CAST(:after AS bigint)
+           ORDER BY search_seq) AS c
+     JOIN subject s ON s.id = c.subject_id
+     WHERE s.merged_into_id IS NULL {persons} AND (SELECT candidates FROM counted) < :cap
+     ORDER BY c.search_seq LIMIT :limit)
+    UNION ALL
+    SELECT NULL, b.* FROM ({blocks}) AS b WHERE (SELECT candidates FROM counted) >= :cap"""
 
 
 def _pg_substring(
     session: Session, q: str, params: dict[str, Any], persons: str
-) -> tuple[Sequence[Any], str | None]:
+) -> tuple[Sequence[Any], int | None]:
     """PostgreSQL: a page of names containing a substring, in position order (see above), and
-    where the next page starts if the walk of step 3 stopped short (else None: as the rows
+    where the next page starts if the blocks' probes stopped short (else None: as the rows
     say)."""
     plan = _substring_plan(session)
-    walk = text(_PG_WALK.format(persons=persons, budget="LIMIT :budget"))
+    limit = params["limit"]
     indexed, found = plan.index_lookup(q)
-    if not plan.index_first(found, params["limit"]):
-        rows = session.execute(walk, params | {"budget": plan.budget}).all()
-        if len(rows) >= params["limit"]:
+    asked = {f"indexed{i}": pattern for i, pattern in enumerate(indexed)}
+    after = params["after"]
+    first_block = 0 if after is None else (after + 1) // NAMES_PER_BLOCK
+    last_block = first_block + MAX_BLOCKS - 1
+    params = params | asked | {"first_block": first_block, "last_block": last_block}
+    blocks = _PG_BLOCKS.format(persons=persons, indexed="sn.name LIKE :indexed0")
+    short: tuple[Sequence[Any], int | None] = ([], None)
+    for way in _WAYS[plan.first_way(found, limit, indexed[0])]:
+        if way == "walk":
+            walk = text(_PG_WALK.format(persons=persons))
+            rows = session.execute(walk, params | {"budget": plan.budget}).all()
+            if len(rows) >= limit:
+                return rows, None
+            continue
+        if way == "index":
+            cap = plan.cap(limit)
+            conditions = " AND ".join(f"sn.name LIKE :{name}" for name in asked)
+            statement = _PG_INDEXED.format(persons=persons, indexed=conditions, blocks=blocks)
+            with _planner(session, "enable_seqscan", "enable_indexscan"):  # the index only
+                read = session.execute(text(statement), params | {"cap": cap}).all()
+            rows = sorted((r for r in read if r.position is not None), key=lambda r: r.position)
+            if next(r.candidates for r in read if r.candidates is not None) < cap:
+                return rows, None
+        else:
+            with _planner(session, "enable_seqscan"):  # each block through the index
+                rows = session.execute(text(blocks), params).all()
+        if len(rows) >= limit:
             return rows, None
-    # Step 1 found fewer than `limit` in `budget` names (or the sample says as much): in all,
-    # about names * limit / budget or fewer. Twice that many, and step 3 will walk fewer names
-    # than step 1 did per page.
-    cap = max(MIN_BUDGET, 2 * params["limit"] * plan.names // plan.budget)
-    with _planner(session, "enable_seqscan", "enable_indexscan"):  # the trigram index only
-        asked = {f"indexed{i}": pattern for i, pattern in enumerate(indexed)}
-        conditions = " AND ".join(f"sn.name LIKE :{name}" for name in asked)
-        statement = text(_PG_INDEXED.format(persons=persons, indexed=conditions))
-        read = session.execute(statement, params | asked | {"cap": cap}).all()
-    if read[0].candidates < cap:
-        return [row for row in read if row.position is not None], None
-    longest = STEP3_BUDGETS * plan.budget
-    with _planner(session, "enable_seqscan", "enable_bitmapscan"):  # positions in order
-        rows = session.execute(walk, params | {"budget": longest}).all()
-        if len(rows) >= params["limit"]:
-            return rows, None
-        walked_to = session.execute(_WALKED_TO, params | {"offset": longest - 1}).scalar()
-    return rows, walked_to
-
-
-# The position of the name `offset` names past the cursor: where a walk stopped.
-_WALKED_TO = text("""
-    SELECT sn.id::text FROM subject_name sn
-    WHERE CAST(:after AS uuid) IS NULL OR sn.id > CAST(:after AS uuid)
-    ORDER BY sn.id OFFSET :offset LIMIT 1""")
+        if (session.execute(_LAST_BLOCK).scalar() or 0) <= last_block:
+            return rows, None  # the blocks ran to the last name
+        short = (rows, (last_block + 1) * NAMES_PER_BLOCK - 1)
+    return short
 
 
 @contextmanager

@@ -308,44 +308,60 @@ _WIDEN_SPAN = {
 
 
 # Of the (subject, name, first, last) spans given, the positions of those a stored name row
-# already covers: their subject had that name on those days already. One statement for the
-# batch (the spans as one JSON array on SQLite, as one array per column on PostgreSQL),
-# through the unique index on (subject_id, name); only positions come back, so nothing is
-# converted per row.
-_COVERED_SQLITE = """
-    SELECT w.key FROM json_each(:spans) AS w
+# already has, each with whether that row covers the span: its subject had that name on those
+# days already. One statement for the batch (the spans as one JSON array on SQLite, as one
+# array per column on PostgreSQL), through the unique index on (subject_id, name); only
+# positions and flags come back, so nothing is converted per row.
+_STORED_SQLITE = """
+    SELECT w.key, sn.first_seen_on <= json_extract(w.value, '$[2]')
+                  AND sn.last_seen_on >= json_extract(w.value, '$[3]')
+    FROM json_each(:spans) AS w
     JOIN subject_name sn ON sn.subject_id = json_extract(w.value, '$[0]')
-        AND sn.name = json_extract(w.value, '$[1]')
-    WHERE sn.first_seen_on <= json_extract(w.value, '$[2]')
-      AND sn.last_seen_on >= json_extract(w.value, '$[3]')"""
-_COVERED_POSTGRESQL = """
-    SELECT w.i - 1 FROM unnest(CAST(:ids AS uuid[]), CAST(:names AS text[]),
-                               CAST(:firsts AS date[]), CAST(:lasts AS date[]))
+        AND sn.name = json_extract(w.value, '$[1]')"""
+_STORED_POSTGRESQL = """
+    SELECT w.i - 1, sn.first_seen_on <= w.first_seen_on AND sn.last_seen_on >= w.last_seen_on
+    FROM unnest(CAST(:ids AS uuid[]), CAST(:names AS text[]),
+                CAST(:firsts AS date[]), CAST(:lasts AS date[]))
         WITH ORDINALITY AS w(subject_id, name, first_seen_on, last_seen_on, i)
-    JOIN subject_name sn ON sn.subject_id = w.subject_id AND sn.name = w.name
-    WHERE sn.first_seen_on <= w.first_seen_on AND sn.last_seen_on >= w.last_seen_on"""
+    JOIN subject_name sn ON sn.subject_id = w.subject_id AND sn.name = w.name"""
+
+# PostgreSQL: stored names whose span widens. Not an upsert: an insert that conflicts still
+# draws a number from search_seq's identity, and names seen again would thin out the search's
+# blocks (see the migration that numbers them). least/greatest: a concurrent batch's
+# widening stands.
+_WIDEN_POSTGRESQL = text("""
+    UPDATE subject_name sn
+    SET first_seen_on = least(sn.first_seen_on, w.first_seen_on),
+        last_seen_on = greatest(sn.last_seen_on, w.last_seen_on)
+    FROM unnest(CAST(:ids AS uuid[]), CAST(:names AS text[]),
+                CAST(:firsts AS date[]), CAST(:lasts AS date[]))
+        AS w(subject_id, name, first_seen_on, last_seen_on)
+    WHERE sn.subject_id = w.subject_id AND sn.name = w.name""")
+
+Spans = Sequence[tuple[tuple[uuid.UUID, str], tuple[date, date]]]
 
 
-def _covered(
-    session: Session, spans: Sequence[tuple[tuple[uuid.UUID, str], tuple[date, date]]]
-) -> set[int]:
+def _pg_span_arrays(spans: Spans) -> dict[str, Any]:
+    return {
+        "ids": [subject_id for (subject_id, _), _ in spans],
+        "names": [name for (_, name), _ in spans],
+        "firsts": [first for _, (first, _) in spans],
+        "lasts": [last for _, (_, last) in spans],
+    }
+
+
+def _stored(session: Session, spans: Spans) -> dict[int, bool]:
     if not spans:
-        return set()
+        return {}
     if session.get_bind().dialect.name == "postgresql":
-        params: dict[str, Any] = {
-            "ids": [subject_id for (subject_id, _), _ in spans],
-            "names": [name for (_, name), _ in spans],
-            "firsts": [first for _, (first, _) in spans],
-            "lasts": [last for _, (_, last) in spans],
-        }
-        statement = _COVERED_POSTGRESQL
+        params, statement = _pg_span_arrays(spans), _STORED_POSTGRESQL
     else:
         rows = [
             (subject_id.hex, name, first.isoformat(), last.isoformat())
             for (subject_id, name), (first, last) in spans
         ]
-        params, statement = {"spans": orjson.dumps(rows).decode()}, _COVERED_SQLITE
-    return set(session.execute(text(statement), params).scalars())
+        params, statement = {"spans": orjson.dumps(rows).decode()}, _STORED_SQLITE
+    return {at: bool(covered) for at, covered in session.execute(text(statement), params)}
 
 
 def _record_names(
@@ -366,9 +382,15 @@ def _record_names(
     # Write only what is new or widens a span: a re-push of known names writes nothing.
     # Subjects this batch created have no name history to compare with.
     older = [(key, span) for key, span in spans.items() if key[0] not in learned.created]
-    covered = _covered(session, older)
+    stored = _stored(session, older)
     changed = {key: span for key, span in spans.items() if key[0] in learned.created}
-    changed |= {key: span for at, (key, span) in enumerate(older) if at not in covered}
+    changed |= {key: span for at, (key, span) in enumerate(older) if at not in stored}
+    widened = [(key, span) for at, (key, span) in enumerate(older) if stored.get(at) is False]
+    if session.get_bind().dialect.name == "postgresql":
+        if widened:
+            session.execute(_WIDEN_POSTGRESQL, _pg_span_arrays(widened))
+    else:  # SQLite numbers nothing: the upsert below widens them
+        changed |= dict(widened)
     name_rows = [
         {"id": name_id, "subject_id": s, "name": n, "first_seen_on": f, "last_seen_on": last}
         for ((s, n), (f, last)), name_id in zip(

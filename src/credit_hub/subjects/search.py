@@ -168,22 +168,23 @@ def _page(rows: Sequence[Any], limit: int) -> tuple[list[Hit], str | None]:
 # - walk: the next `budget` names in position order, each name read (~0.6 µs): a common
 #   substring fills a page at once;
 # - index: all the matches through the trigram index (GIN, ~3 µs a match), sorted, if fewer
-#   than `cap`: a rare substring;
+#   than `cap` (`_Plan.cap`, which grows with N): a rare substring; with more, the same
+#   statement goes on to the blocks;
 # - blocks: names are numbered in blocks of NAMES_PER_BLOCK, and the trigram index is made
-#   over (block, trigrams): one probe (~25 µs) gives the matches of one block, so walking the
-#   blocks in order fills a page of a middling substring (too rare for a walk, too common to
-#   read whole) in a few probes, whatever N. At most MAX_BLOCKS a request: should the matches
-#   lie further away (names of one new district, all recent), the page ends where the probes
-#   stopped, short, with a cursor from there: every request does bounded work.
-# Without a sample, the walk goes first, then the index, then the blocks. With one, a sample
-# of the names, drawn at random now and then (`_Sample`), estimates how many names M hold the
-# substring, and the way that costs least for that M goes first (`_Plan.first_way`); should
-# it come up short, the others follow (the index before the blocks, which end the search).
-# A substring as common in the names as in the sample then costs about the same at any N,
-# except near the balance of the index and the blocks, where it costs O(sqrt(N)) but with a
-# constant forty times smaller than that of the walk it replaced (docs/performance.md). The
-# sample also tells which pieces of the substring are common: the index is not asked for
-# those (`_Plan.index_lookup`).
+#   over (block, trigrams): one probe (~25 µs, plus the names the probed piece lets through)
+#   gives the matches of one block, so walking the blocks in order fills a page of a middling
+#   substring (too rare for a walk, too common to read whole) in a few probes, whatever N. At
+#   most MAX_BLOCKS a request: should the matches lie further away (names of one new district,
+#   all recent), the page ends where the probes stopped, short, with a cursor from there:
+#   every request does bounded work.
+# Without a sample, the walk goes first, then the index. With one, a sample of the names,
+# drawn at random now and then (`_Sample`), estimates how many names M hold the substring,
+# and the way that costs least for that M goes first (`_Plan.first_way`); should it come up
+# short, the others follow. The way depends on the share of the names holding the substring,
+# not on N; only the index's cap grows with N (~1 µs per 1,000 names at worst), where the
+# balance of the walk and the index cost O(sqrt(N)) (docs/performance.md). The sample also
+# tells which pieces of the substring are common: the index is not asked for those
+# (`_Plan.index_lookup`).
 WALK_FACTOR = 105  # the walk's budget: sqrt(WALK_FACTOR * N) names
 MIN_BUDGET = 2000  # the least walk budget
 NAMES_PER_BLOCK = 4096  # fixed by the index's expression (search_seq / 4096): see the migration

@@ -20,8 +20,9 @@ request made before the clock starts: profile reads by USCC of random subjects (
 audit event) with 1 client, then with 8; name search with 3-6 character substrings of real
 names, with 1-2 character prefixes, and with 3-4 characters found in no name (what an index
 must answer without reading every name); screenings of 1,000 identifiers (900 known, 100 not).
-Every answer is checked (status, a non-empty profile of the right subject, hits that contain the
-query, the number found). `--explain` prints the query plans of the statements one profile
+Each kind is warmed up first with other requests of its kind (3 s of profile reads, two
+screenings, 250 substring and 100 prefix searches). Every answer is checked (status, a
+non-empty profile of the right subject, hits that contain the query, the number found). `--explain` prints the query plans of the statements one profile
 read, one search of each kind and one screening run (captured in-process), with their time.
 
 Results are kept in bench/out/profile-results.json (the latest five runs per database, size
@@ -662,6 +663,11 @@ def measure(store: Store, workers: int, args: argparse.Namespace, errors: list[s
     misses = [load.misses(SEARCHES // 5)]
     screens = [load.screenings(SCREEN_CALLS, "timed")]
     warm_screens = [load.screenings(2, "warm")]
+    # Drawn after the timed ones, so these are other names: a server process's first
+    # searches draw its sample of names and read the indexes' upper pages, as the first
+    # profile reads warm theirs.
+    warm_searches = [load.substrings(SEARCHES // 4)]
+    warm_prefixes = [load.prefixes(SEARCHES // 10)]
     keys = store.keys
     if args.warm:
         print(f"  store read into the OS cache in {warm_store(store.database, store.url):.1f} s")
@@ -673,6 +679,12 @@ def measure(store: Store, workers: int, args: argparse.Namespace, errors: list[s
             server, keys, "warm-screen", "warm-up screening", "screen", warm_screens, 30
         )
         _report(warmed, errors, store.database, workers)
+        for label, name, kind, jobs in (
+            ("warm-search", "warm-up search", "substring", warm_searches),
+            ("warm-prefix", "warm-up prefix search", "prefix", warm_prefixes),
+        ):
+            warmed = run_phase(server, keys, label, name, kind, jobs, 30)
+            _report(warmed, errors, store.database, workers)
         plan = [
             ("profile, 1 client", "profile", one, seconds),
             (f"profile, {CLIENTS} clients", "profile", eight, seconds),

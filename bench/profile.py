@@ -660,7 +660,7 @@ def measure(store: Store, workers: int, args: argparse.Namespace, errors: list[s
     warm = [load.profiles(int(seconds * 1_000), f"warm{i}") for i in range(2)]
     substrings = [load.substrings(SEARCHES)]
     prefixes = [load.prefixes(SEARCHES)]
-    misses = [load.misses(SEARCHES // 5)]
+    misses = [load.misses(SEARCHES)]
     screens = [load.screenings(SCREEN_CALLS, "timed")]
     warm_screens = [load.screenings(2, "warm")]
     # Drawn after the timed ones, so these are other names: a server process's first

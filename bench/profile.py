@@ -22,8 +22,9 @@ names, with 1-2 character prefixes, and with 3-4 characters found in no name (wh
 must answer without reading every name); screenings of 1,000 identifiers (900 known, 100 not).
 Each kind is warmed up first with other requests of its kind (3 s of profile reads, two
 screenings, 250 substring and 100 prefix searches). Every answer is checked (status, a
-non-empty profile of the right subject, hits that contain the query, the number found). `--explain` prints the query plans of the statements one profile
-read, one search of each kind and one screening run (captured in-process), with their time.
+non-empty profile of the right subject, hits that contain the query, the number found).
+`--explain` prints the query plans of the statements one profile read, one search of each
+kind and one screening run (captured in-process), with their time.
 
 Results are kept in bench/out/profile-results.json (the latest five runs per database, size
 and worker count); `--scale` estimates the figures at 10 million records from runs at 1 and 3

@@ -386,6 +386,7 @@ def _record_names(
     changed = {key: span for key, span in spans.items() if key[0] in learned.created}
     changed |= {key: span for at, (key, span) in enumerate(older) if at not in stored}
     widened = [(key, span) for at, (key, span) in enumerate(older) if stored.get(at) is False]
+    widened.sort(key=lambda kv: (kv[0][0].int, kv[0][1]))  # rows locked in the upsert's order
     if session.get_bind().dialect.name == "postgresql":
         if widened:
             session.execute(_WIDEN_POSTGRESQL, _pg_span_arrays(widened))

@@ -182,6 +182,33 @@ def test_the_blocks_page_through_matches_in_many_blocks(
         assert set(_ways(statements)) == {"blocks"}
 
 
+def test_blocks_that_come_up_short_stand_when_the_index_finds_too_many(
+    session: Session, monkeypatch: pytest.MonkeyPatch, statements: list[str]
+) -> None:
+    # The sample says the blocks, but the matches all lie in block 40, past the 16 blocks a
+    # request probes here; the index then finds more than its cap (13 at this size), so the
+    # page the blocks gave stands: none, with a cursor past block 15.
+    monkeypatch.setattr(search, "MAX_BLOCKS", 16)
+    plan = search._Plan(100_000, 3_240, 0.0, _sampled(["分块名"] * 3 + ["其他"] * 997, 1))
+    monkeypatch.setattr(search, "_substring_plan", lambda _: plan)
+    assert _way(plan, "分块名", LIMIT + 1) == "blocks"
+    assert plan.cap(LIMIT + 1) == 13
+    clustered = [f"分块名{i}有限公司" for i in range(15)]
+    _add(session, ["其他1号公司", "其他2号公司", *clustered], [0, 1] + [40] * 15)
+    statements.clear()
+    first, cursor = search.search(
+        session, "分块名", limit=LIMIT, cursor=None, include_persons=False
+    )
+    ways = _ways(statements)
+    pages = _pages(session, "分块名")
+    assert [name for page in pages for name in page] == clustered
+    if session.get_bind().dialect.name == "postgresql":
+        assert (first, cursor is not None) == ([], True)
+        assert ways == ["blocks", "index"]
+        # Blocks 0-15 and 16-31 hold no match; 32-47 hold them all, five pages of three.
+        assert [len(page) for page in pages] == [0, 0, 3, 3, 3, 3, 3]
+
+
 def _sampled(names: list[str], table_names: int) -> search._Sample:
     return search._Sample.of(names, table_names)
 

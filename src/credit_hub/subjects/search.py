@@ -442,11 +442,16 @@ def _pg_substring(
             cap = plan.cap(limit)
             conditions = " AND ".join(f"sn.name LIKE :{name}" for name in asked)
             statement = _PG_INDEXED.format(persons=persons, indexed=conditions, blocks=blocks)
+            # After the blocks came up short, the statement does not probe them again (an
+            # empty range): past its cap, their page stands.
+            probed = {"last_block": first_block - 1} if short[1] is not None else {}
             with _planner(session, "enable_seqscan", "enable_indexscan"):  # the index only
-                read = session.execute(text(statement), params | {"cap": cap}).all()
+                read = session.execute(text(statement), params | {"cap": cap} | probed).all()
             rows = sorted((r for r in read if r.position is not None), key=lambda r: r.position)
             if next(r.candidates for r in read if r.candidates is not None) < cap:
                 return rows, None
+            if probed:
+                return short
         else:
             with _planner(session, "enable_seqscan"):  # each block through the index
                 rows = session.execute(text(blocks), params).all()

@@ -20,7 +20,7 @@ request made before the clock starts: profile reads by USCC of random subjects (
 audit event) with 1 client, then with 8; name search with 3-6 character substrings of real
 names, with 1-2 character prefixes, and with 3-4 characters found in no name (what an index
 must answer without reading every name); screenings of 1,000 identifiers (900 known, 100 not).
-Each kind is warmed up first with other requests of its kind (3 s of profile reads, two
+Each kind is warmed up first with other requests of its kind (3 s of profile reads, 20
 screenings, 250 substring and 100 prefix searches). Every answer is checked (status, a
 non-empty profile of the right subject, hits that contain the query, the number found).
 `--explain` prints the query plans of the statements one profile read, one search of each

@@ -628,7 +628,7 @@ def serving(store: Store, workers: int) -> Iterator[Server]:
         "CREDIT_HUB_LOG_LEVEL": "warning",
         "BENCH_PORT": str(port),
     }
-    log_path = OUT / f"server-profile-{store.database}-w{workers}.log"
+    log_path = OUT / f"server-profile-{store.database}-{store.records}-w{workers}.log"
     command = [str(BIN / "credit-hub"), "serve", "--host", "127.0.0.1", "--port", str(port)]
     command += ["--workers", str(workers), "--no-migrate"]
     with log_path.open("wb") as log:
@@ -658,55 +658,151 @@ class Figures:
 def measure(store: Store, workers: int, args: argparse.Namespace, errors: list[str]) -> Figures:
     figures = Figures(store.database, workers)
     load = Workload(store, seed=workers)
-    seconds = args.seconds
-    # Enough jobs for more than the time allowed at a rate well above the targets.
-    one = [load.profiles(int(seconds * 2_000), "one")]
-    eight = [load.profiles(int(seconds * 1_000), f"eight{i}") for i in range(CLIENTS)]
-    warm = [load.profiles(int(seconds * 1_000), f"warm{i}") for i in range(2)]
-    substrings = [load.substrings(SEARCHES)]
-    prefixes = [load.prefixes(SEARCHES)]
-    misses = [load.misses(SEARCHES)]
-    screens = [load.screenings(SCREEN_CALLS, "timed")]
-    warm_screens = [load.screenings(SCREEN_WARM_UP, "warm")]
-    # Drawn after the timed ones, so these are other names: a server process's first
-    # searches draw its sample of names and read the indexes' upper pages, as the first
-    # profile reads warm theirs.
-    warm_searches = [load.substrings(SEARCHES // 4)]
-    warm_prefixes = [load.prefixes(SEARCHES // 10)]
-    keys = store.keys
     if args.warm:
         print(f"  store read into the OS cache in {warm_store(store.database, store.url):.1f} s")
     with serving(store, workers) as server:
         print(f"\n  {workers} worker(s): server pid {server.process.pid}, workers {server.workers}")
-        warmed = run_phase(server, keys, "warm", "warm-up", "profile", warm, min(3.0, seconds))
-        _report(warmed, errors, store.database, workers)
-        warmed = run_phase(
-            server, keys, "warm-screen", "warm-up screening", "screen", warm_screens, 30
-        )
-        _report(warmed, errors, store.database, workers)
-        for label, name, kind, jobs in (
-            ("warm-search", "warm-up search", "substring", warm_searches),
-            ("warm-prefix", "warm-up prefix search", "prefix", warm_prefixes),
-        ):
-            warmed = run_phase(server, keys, label, name, kind, jobs, 30)
-            _report(warmed, errors, store.database, workers)
-        plan = [
-            ("profile, 1 client", "profile", one, seconds),
-            (f"profile, {CLIENTS} clients", "profile", eight, seconds),
-            ("search, 3-6 char substrings", "substring", substrings, seconds),
-            ("search, 1-2 char prefixes", "prefix", prefixes, seconds),
-            ("search, 3-4 chars in no name", "miss", misses, seconds),
-            (f"screening of {SCREEN_SIZE:,}", "screen", screens, 6 * seconds),
-        ]
-        for name, kind, jobs, limit in plan:
-            label = kind if kind != "profile" else f"profile{len(jobs)}"
+        warm_up(server, store, load, args.seconds, errors)
+        for name, kind, label, limit in _plan(args.seconds):
+            jobs = _jobs(load, kind, label, 1, args.seconds)
             spy = args.profile if kind in ("profile", "screen") else None
-            phase = run_phase(server, keys, label, name, kind, jobs, limit, spy=spy)
+            phase = run_phase(server, store.keys, label, name, kind, jobs, limit, spy=spy)
             figures.phases[label] = phase
             _report(phase, errors, store.database, workers)
         if server.process.poll() is not None:
             errors.append(f"{store.database} w{workers}: the server exited early")
     return figures
+
+
+def warm_up(
+    server: Server, store: Store, load: Workload, seconds: float, errors: list[str]
+) -> None:
+    """Each kind of request is warmed first with other requests of its kind: a server
+    process's first searches draw its sample of names and read the indexes' upper pages, as
+    the first profile reads and screenings warm theirs."""
+    keys, workers = store.keys, len(server.workers)
+    warm = [load.profiles(int(seconds * 1_000), f"warm{i}") for i in range(2)]
+    for label, name, kind, jobs, limit in (
+        ("warm", "warm-up", "profile", warm, min(3.0, seconds)),
+        (
+            "warm-screen",
+            "warm-up screening",
+            "screen",
+            [load.screenings(SCREEN_WARM_UP, "warm")],
+            30,
+        ),
+        ("warm-search", "warm-up search", "substring", [load.substrings(SEARCHES // 4)], 30),
+        ("warm-prefix", "warm-up prefix search", "prefix", [load.prefixes(SEARCHES // 10)], 30),
+    ):
+        warmed = run_phase(server, keys, label, name, kind, jobs, limit)
+        _report(warmed, errors, store.database, workers)
+
+
+def _plan(seconds: float) -> list[tuple[str, str, str, float]]:
+    """The measured phases: name, kind, label, time limit (profile phases run for the time
+    given; searches and screenings until their requests are done, within the limit)."""
+    return [
+        ("profile, 1 client", "profile", "profile1", seconds),
+        (f"profile, {CLIENTS} clients", "profile", f"profile{CLIENTS}", seconds),
+        ("search, 3-6 char substrings", "substring", "substring", seconds),
+        ("search, 1-2 char prefixes", "prefix", "prefix", seconds),
+        ("search, 3-4 chars in no name", "miss", "miss", seconds),
+        (f"screening of {SCREEN_SIZE:,}", "screen", "screen", 6 * seconds),
+    ]
+
+
+def _jobs(load: Workload, kind: str, label: str, share: int, seconds: float) -> list[list[Job]]:
+    """One client's jobs per list: the phase's requests, or 1/`share` of them (paired turns),
+    with enough profile reads for more than the time at a rate well above the targets."""
+    if label == f"profile{CLIENTS}":
+        return [load.profiles(int(seconds * 1_000), f"eight{i}") for i in range(CLIENTS)]
+    if kind == "profile":
+        return [load.profiles(int(seconds * 2_000), "one")]
+    if kind == "screen":
+        return [load.screenings(SCREEN_CALLS // share, "timed")]
+    drawn = {"substring": load.substrings, "prefix": load.prefixes, "miss": load.misses}
+    return [drawn[kind](SEARCHES // share)]
+
+
+# --- paired runs: 1M and 3M in alternating turns ------------------------------------------------
+
+PAIR_TURNS = 5  # turns per size and phase; each turn has 1/5 of the phase's requests or time
+
+
+def measure_paired(
+    stores: tuple[Store, Store], workers: int, args: argparse.Namespace, errors: list[str]
+) -> tuple[Figures, Figures]:
+    """Both stores served at once, each phase measured in PAIR_TURNS turns per store,
+    alternating (small, large, large, small, ...): a machine whose speed drifts within minutes
+    slows both sizes alike, and the ratio of the two, which the 10M estimate raises to the
+    power 2.1, keeps to what the size changes."""
+    figures = (Figures(stores[0].database, workers), Figures(stores[1].database, workers))
+    loads = (Workload(stores[0], seed=workers), Workload(stores[1], seed=workers))
+    if args.warm:
+        for store in stores:
+            seconds = warm_store(store.database, store.url)
+            print(f"  {store.records:,}-record store read into the OS cache in {seconds:.1f} s")
+    with serving(stores[0], workers) as small, serving(stores[1], workers) as large:
+        servers = (small, large)
+        for store, server, load in zip(stores, servers, loads, strict=True):
+            print(f"\n  {store.records:,} records, {workers} worker(s): pid {server.process.pid}")
+            warm_up(server, store, load, args.seconds, errors)
+        print(f"\n  measured in {PAIR_TURNS} turns per size, alternating")
+        for name, kind, label, limit in _plan(args.seconds):
+            turns: tuple[list[Phase], list[Phase]] = ([], [])
+            share = args.seconds / PAIR_TURNS
+            for turn in range(PAIR_TURNS):
+                for i in (0, 1) if turn % 2 == 0 else (1, 0):
+                    jobs = _jobs(loads[i], kind, label, PAIR_TURNS, share)
+                    limit_share = share if kind == "profile" else limit
+                    phase = run_phase(
+                        servers[i], stores[i].keys, label, name, kind, jobs, limit_share
+                    )
+                    turns[i].append(phase)
+            for i, store in enumerate(stores):
+                figures[i].phases[label] = merged(turns[i], f"{name}, {store.records:,} records")
+                _report(figures[i].phases[label], errors, store.database, workers)
+        for server in servers:
+            if server.process.poll() is not None:
+                errors.append(f"{server.database} w{workers}: a server exited early")
+    return figures
+
+
+def merged(turns: list[Phase], name: str) -> Phase:
+    """One phase of its turns: all their latencies, and their walls and CPU added up."""
+    statuses: Counter[int] = Counter()
+    notes: Counter[str] = Counter()
+    cpu: Counter[str] = Counter()
+    for turn in turns:
+        statuses.update(turn.statuses)
+        notes.update(turn.notes)
+        cpu.update(turn.cpu)
+    return Phase(
+        name,
+        turns[0].clients,
+        [x for turn in turns for x in turn.latencies],
+        sum(turn.wall for turn in turns),
+        statuses,
+        notes,
+        [problem for turn in turns for problem in turn.problems],
+        dict(cpu),
+    )
+
+
+def paired_stores(database: str, args: argparse.Namespace) -> tuple[Store, Store]:
+    """The stores at --records/--subjects and at three times both, loaded by earlier runs."""
+    found = []
+    for records, over in ((args.records, args.subjects), (3 * args.records, 3 * args.subjects)):
+        store = Store.reusable(database, records, over)
+        if store is None:
+            raise BenchError(
+                f"no {database} store of {records:,} records over {subjects:,} subjects: load it "
+                f"first (bench/profile.py --db {database} --records {records} --subjects "
+                f"{subjects} --reuse)"
+            )
+        upgrade(settings_for(store.url, store.secrets))
+        found.append(store)
+    return found[0], found[1]
 
 
 def _report(phase: Phase, errors: list[str], database: str, workers: int) -> None:
@@ -997,6 +1093,32 @@ def _median_run(runs: list[dict[str, Any]]) -> dict[str, float]:
     return medians
 
 
+PAIRED = OUT / "profile-paired.json"
+
+
+def save_paired(
+    pairs: list[tuple[Figures, Figures]], stores: tuple[Store, Store], rate: float
+) -> None:
+    """Add paired runs to PAIRED, the latest KEEP_RUNS per database and worker count, each with
+    the figures of both sizes."""
+    saved: dict[str, Any] = json.loads(PAIRED.read_text()) if PAIRED.exists() else {}
+    small, large = stores
+    for at_small, at_large in pairs:
+        sizes = f"{small.records}/{large.records}"
+        by_workers = saved.setdefault(at_small.database, {}).setdefault(sizes, {})
+        runs = by_workers.get(str(at_small.workers), [])
+        runs.append(
+            {
+                "at": datetime.now(UTC).isoformat(timespec="seconds"),
+                MACHINE: rate,
+                "small": _row(at_small),
+                "large": _row(at_large),
+            }
+        )
+        by_workers[str(at_small.workers)] = runs[-KEEP_RUNS:]
+    PAIRED.write_text(json.dumps(saved, indent=1))
+
+
 HIGHER_IS_BETTER = ("profile1_rate", "profile8_rate")
 MACHINE = "machine_validate_rate"  # bench/_machine.py's reference figure of the run
 MACHINES_DIFFER = 0.15
@@ -1049,6 +1171,72 @@ def scale_note() -> None:
         )
 
 
+def paired_scale_note() -> None:
+    """The 10M estimate from paired runs: each run's ratio of a figure at 3M to the same figure
+    at 1M, measured minutes apart at most; r, the median of those ratios, gives
+    f(10M) / f(1M) = r ^ (log 10 / log 3), the same power law as `scale_note`."""
+    saved: dict[str, Any] = json.loads(PAIRED.read_text()) if PAIRED.exists() else {}
+    if not saved:
+        return
+    print(f"=== scale from paired runs ({PAIRED}): per run the ratio of the larger size's figure")
+    print("    to the smaller's; the median ratio r gives 10M / smaller = r ^ (log(10M / smaller)")
+    print("    / log(larger / smaller))")
+    for database, by_sizes in saved.items():
+        for sizes, by_workers in sorted(by_sizes.items()):
+            small, large = (int(n) for n in sizes.split("/"))
+            power = math.log(10_000_000 / small) / math.log(large / small)
+            for workers, runs in sorted(by_workers.items()):
+                print(
+                    f"  {database}, {small:,} and {large:,} records, {workers} worker(s), "
+                    f"{len(runs)} paired run(s): metric, medians at both sizes, ratios per run "
+                    f"-> 10M estimate (x smaller)"
+                )
+                for metric in sorted(runs[0]["small"]):
+                    pairs = [(run["small"].get(metric), run["large"].get(metric)) for run in runs]
+                    ratios = [b / a for a, b in pairs if _positive(a) and _positive(b)]
+                    if not ratios:
+                        continue
+                    ratio = statistics.median(ratios)
+                    at10 = ratio**power
+                    worse = 1 / at10 if metric in HIGHER_IS_BETTER else at10
+                    medians = [
+                        statistics.median(v[k] for v in pairs if _positive(v[k])) for k in (0, 1)
+                    ]
+                    print(
+                        f"    {metric:<15}{medians[0]:>10.2f}{medians[1]:>10.2f}  "
+                        f"{' '.join(f'{r:.2f}' for r in ratios):<30} x{worse:.2f} worse "
+                        f"({_verdict(worse <= TARGET_SCALE)}: <= {TARGET_SCALE})"
+                    )
+
+
+def _positive(value: Any) -> bool:
+    return isinstance(value, float) and value > 0 and not math.isnan(value)
+
+
+def run_paired(
+    databases: list[str], worker_counts: list[int], args: argparse.Namespace, machine_rate: float
+) -> int:
+    errors: list[str] = []
+    done: list[tuple[tuple[Store, Store], list[tuple[Figures, Figures]]]] = []
+    for database in databases:
+        print(f"\n=== {database}, paired")
+        try:
+            stores = paired_stores(database, args)
+            done.append((stores, [measure_paired(stores, w, args, errors) for w in worker_counts]))
+        except BenchError as exc:
+            print(f"  ERROR: {exc}")
+            errors.append(f"{database}: {exc}")
+    machine_rates = (machine_rate, _machine.validate_rate())
+    for stores, pairs in done:
+        for i, store in enumerate(stores):
+            summarize({store.database: store}, [pair[i] for pair in pairs], machine_rates)
+        save_paired(pairs, stores, sum(machine_rates) / 2)
+    paired_scale_note()
+    for error in errors:
+        print(f"error: {error}")
+    return 1 if errors else 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--db", default="sqlite,postgres", help="sqlite, postgres or both")
@@ -1073,10 +1261,16 @@ def main() -> int:
         help="with --profile: sample only the thread holding the GIL",
     )
     parser.add_argument("--scale", action="store_true", help="only print the 10M estimate")
+    parser.add_argument(
+        "--paired",
+        action="store_true",
+        help="measure the loaded stores at --records and at 3 times that in alternating turns",
+    )
     args = parser.parse_args()
     _server.SPY_GIL = args.profile_gil
     if args.scale:
         scale_note()
+        paired_scale_note()
         return 0
     if args.records < args.subjects:
         parser.error("--records must be at least --subjects (every subject gets a record)")
@@ -1087,6 +1281,8 @@ def main() -> int:
     print(_machine.describe(machine_rate))
     databases = [d.strip() for d in args.db.split(",") if d.strip()]
     worker_counts = [int(w) for w in args.workers.split(",") if w.strip()]
+    if args.paired:
+        return run_paired(databases, worker_counts, args, machine_rate)
     stores: dict[str, Store] = {}
     results: list[Figures] = []
     errors: list[str] = []

@@ -4,6 +4,7 @@
         [--subjects 200000] [--workers 1,2] [--seconds 10] [--loaders 2] [--reuse]
         [--explain/--no-explain] [--profile DIR]
     .venv/bin/python bench/profile.py --records 100000 --subjects 20000
+    .venv/bin/python bench/profile.py --db postgres --paired
     .venv/bin/python bench/profile.py --scale
 
 For each database: a fresh one per size (bench/out/profile-<records>.db, or the PostgreSQL
@@ -29,9 +30,16 @@ kind and one screening run (captured in-process), with their time.
 Results are kept in bench/out/profile-results.json (the latest five runs per database, size
 and worker count); `--scale` estimates the figures at 10 million records from runs at 1 and 3
 million (a power law through the medians of the runs kept at each size) against the issue's
-limit of 1.5 times the 1-million figures. Exits 1 on errors only, never on a missed
-target. The machine's two cores are shared with the client processes (and with anything else
-running): the figures are noisy.
+limit of 1.5 times the 1-million figures.
+
+`--paired` measures two stores loaded by earlier runs, at --records/--subjects and at three
+times both, with both servers up: every phase in five turns per size, alternating, so that a
+drift of the machine's speed slows both sizes alike. Its runs are kept in
+bench/out/profile-paired.json, and `--scale` then also estimates 10M from the median of each
+run's ratio of the two sizes.
+
+Exits 1 on errors only, never on a missed target. The machine's two cores are shared with the
+client processes (and with anything else running): the figures are noisy.
 """
 
 from __future__ import annotations

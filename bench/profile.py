@@ -719,17 +719,17 @@ def _plan(seconds: float) -> list[tuple[str, str, str, float]]:
     ]
 
 
-def _jobs(load: Workload, kind: str, label: str, share: int, seconds: float) -> list[list[Job]]:
-    """One client's jobs per list: the phase's requests, or 1/`share` of them (paired turns),
+def _jobs(load: Workload, kind: str, label: str, parts: int, seconds: float) -> list[list[Job]]:
+    """One client's jobs per list: the phase's requests, or 1/`parts` of them (paired turns),
     with enough profile reads for more than the time at a rate well above the targets."""
     if label == f"profile{CLIENTS}":
         return [load.profiles(int(seconds * 1_000), f"eight{i}") for i in range(CLIENTS)]
     if kind == "profile":
         return [load.profiles(int(seconds * 2_000), "one")]
     if kind == "screen":
-        return [load.screenings(SCREEN_CALLS // share, "timed")]
+        return [load.screenings(SCREEN_CALLS // parts, "timed")]
     drawn = {"substring": load.substrings, "prefix": load.prefixes, "miss": load.misses}
-    return [drawn[kind](SEARCHES // share)]
+    return [drawn[kind](SEARCHES // parts)]
 
 
 # --- paired runs: 1M and 3M in alternating turns ------------------------------------------------
@@ -760,15 +760,15 @@ def measure_paired(
             print(f"\n  {store.records:,} records, {workers} worker(s): pid {server.process.pid}")
             warm_up(server, store, load, args.seconds, errors)
         print(f"\n  measured in {PAIR_TURNS} turns per size, alternating")
+        turn_seconds = args.seconds / PAIR_TURNS
         for name, kind, label, limit in _plan(args.seconds):
             turns: tuple[list[Phase], list[Phase]] = ([], [])
-            share = args.seconds / PAIR_TURNS
             for turn in range(PAIR_TURNS):
                 for i in (0, 1) if turn % 2 == 0 else (1, 0):
-                    jobs = _jobs(loads[i], kind, label, PAIR_TURNS, share)
-                    limit_share = share if kind == "profile" else limit
+                    jobs = _jobs(loads[i], kind, label, PAIR_TURNS, turn_seconds)
+                    turn_limit = turn_seconds if kind == "profile" else limit
                     phase = run_phase(
-                        servers[i], stores[i].keys, label, name, kind, jobs, limit_share
+                        servers[i], stores[i].keys, label, name, kind, jobs, turn_limit
                     )
                     turns[i].append(phase)
             for i, store in enumerate(stores):

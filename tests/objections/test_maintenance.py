@@ -4,21 +4,25 @@ the `credit-hub maintenance` command and the in-process schedule."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import event, select, update
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from credit_hub import cli
 from credit_hub.audit.models import AuditEvent
+from credit_hub.changes.models import ChangeEvent
 from credit_hub.clock import FixedClock
 from credit_hub.config import get_settings
 from credit_hub.objections import maintenance
-from credit_hub.records.models import Record, RecordVersion
+from credit_hub.records.models import Record, RecordStatus, RecordVersion
 from credit_hub.subjects.models import Subject
 from tests import conftest, factories
 from tests.conftest import Caller
@@ -117,3 +121,80 @@ def test_maintenance_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
         get_settings.cache_clear()
     assert result.exit_code == 0, result.output
     assert "0 record(s) expired" in result.output
+
+
+class NotingWrites(conftest.TestDatabase):
+    """The test's Database, noting each statement with whether a write transaction was open."""
+
+    def __init__(self, session: Session) -> None:
+        super().__init__(session)
+        self.writing = False
+        self.statements: list[tuple[bool, str]] = []
+
+    def note(self, _conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        self.statements.append((self.writing, statement))
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        self.writing = True
+        try:
+            with super().write() as session:
+                yield session
+        finally:
+            self.writing = False
+
+
+def test_the_scan_runs_outside_the_write_transaction(
+    app_client: TestClient, department: Caller, session: Session
+) -> None:
+    push(app_client, department, [factories.penalty(1), factories.person_penalty(2)])
+    db = NotingWrites(session)
+    engine = session.get_bind().engine
+    event.listen(engine, "before_cursor_execute", db.note)
+    try:
+        report = maintenance.run_once(db, FixedClock(datetime(2032, 4, 3, 2, 0, tzinfo=UTC)))
+    finally:
+        event.remove(engine, "before_cursor_execute", db.note)
+    assert (report.expired, report.purged_records) == (2, 2)
+    scans = [
+        (writing, column)
+        for writing, statement in db.statements
+        for column in ("publish_until", "retain_until")
+        if statement.lstrip().upper().startswith("SELECT") and column in statement
+    ]
+    assert scans == [(False, "publish_until"), (False, "retain_until")]
+    assert any(writing and "UPDATE record" in statement for writing, statement in db.statements)
+
+
+def test_records_changed_after_the_scan_are_left_as_they_are(
+    app_client: TestClient, department: Caller, session: Session
+) -> None:
+    outcomes = push(app_client, department, [factories.penalty(1), factories.penalty(2)])
+    kept, ended = (uuid.UUID(o["record_id"]) for o in outcomes)
+    db = conftest.TestDatabase(session)
+    year_after = datetime(2027, 4, 3, 2, 0, tzinfo=UTC)
+    due = maintenance.find_due(session, year_after.date())
+    assert set(due.to_expire) == {kept, ended}
+    with db.write() as writing:  # withdrawn between the scan and the write
+        writing.execute(
+            update(Record).where(Record.id == kept).values(status=RecordStatus.WITHDRAWN)
+        )
+    with db.write() as writing:
+        report = maintenance.apply(writing, due, now=year_after)
+    assert report.expired == 1
+    session.expire_all()
+    assert {r.id: r.status for r in session.scalars(select(Record))} == {
+        kept: "withdrawn",
+        ended: "expired",
+    }
+    feed = session.scalars(select(ChangeEvent).where(ChangeEvent.kind == "publication_ended"))
+    assert [c.record_id for c in feed] == [ended]
+
+    purge_time = datetime(2032, 4, 3, 2, 0, tzinfo=UTC)
+    due = maintenance.find_due(session, purge_time.date())
+    assert set(due.to_purge) == {kept, ended}
+    with db.write() as writing:
+        assert maintenance.apply(writing, due, now=purge_time).purged_records == 2
+    with db.write() as writing:  # a second run with the same scan: purged already
+        again = maintenance.apply(writing, due, now=purge_time)
+    assert (again.expired, again.purged_records) == (0, 0)

@@ -1,13 +1,17 @@
 """The maintenance job: end publication on time, forget on time, say what was done.
 
-Run by `credit-hub maintenance` and by the in-process schedule (`schedule()`, a daemon thread
-the app starts). Every step is idempotent, so overlapping runs (two workers) do no harm; on
-PostgreSQL an advisory lock makes a second concurrent run skip.
+Run by `credit-hub maintenance`, `POST /v1/admin/maintenance` and the in-process schedule
+(`schedule()`, a daemon thread the app starts). A run finds what is due in a read-only
+transaction and then changes it in a short write transaction that checks every row again, so
+the scan of the record table never holds SQLite's only write lock (profile reads append audit
+events, and waited seconds behind it). Every step is idempotent, so overlapping runs (two
+workers) do no harm; on PostgreSQL an advisory lock makes a second concurrent run skip.
 """
 
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import date, datetime
@@ -43,20 +47,50 @@ class MaintenanceReport:
     skipped: bool = False
 
 
+@dataclass(frozen=True)
+class Due:
+    """The records a run found due, as of `on`: candidates only, checked again when written."""
+
+    on: date
+    to_expire: list[uuid.UUID]
+    to_purge: list[uuid.UUID]
+
+
 def _chunks(values: Sequence[Any]) -> Any:
     for start in range(0, len(values), CHUNK):
         yield values[start : start + CHUNK]
 
 
-def run(session: Session, *, now: datetime, actor: Principal | None = None) -> MaintenanceReport:
-    """One run in the caller's transaction, as of `now` (the hub's clock)."""
-    today = now.date()
+def _expiring(today: date) -> Any:
+    return (Record.status == RecordStatus.ACTIVE, Record.publish_until < today)
+
+
+def _purgeable(today: date) -> Any:
+    return (Record.retain_until < today, Record.purged_at.is_(None))
+
+
+def find_due(session: Session, today: date) -> Due:
+    """Scan for what is due; reads only, so it may run in a read-only transaction."""
+    return Due(
+        today,
+        list(session.scalars(select(Record.id).where(*_expiring(today)))),
+        list(session.scalars(select(Record.id).where(*_purgeable(today)))),
+    )
+
+
+def apply(
+    session: Session, due: Due, *, now: datetime, actor: Principal | None = None
+) -> MaintenanceReport:
+    """Change what `due` names, in the caller's write transaction. Each update checks its
+    condition again, so a record changed since the scan (or by a concurrent run) is left as
+    it is and not counted."""
+    today = due.on
     if session.get_bind().dialect.name == "postgresql":
         got = session.scalar(text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
         if not got:
             return MaintenanceReport(today, 0, 0, 0, 0, skipped=True)
-    expired = _expire(session, today, now)
-    purged_records, purged_subjects = _purge(session, today, now)
+    expired = _expire(session, due.to_expire, today, now)
+    purged_records, purged_subjects = _purge(session, due.to_purge, today, now)
     sessions = session.execute(
         delete(SubjectSession)
         .where(SubjectSession.expires_at < now)
@@ -76,54 +110,66 @@ def run(session: Session, *, now: datetime, actor: Principal | None = None) -> M
     return report
 
 
-def _expire(session: Session, today: date, now: datetime) -> int:
+def run_once(db: Database, clock: Clock, *, actor: Principal | None = None) -> MaintenanceReport:
+    """One run as two transactions: the scan reads, then a short write changes what is due."""
+    now = clock.now()
+    with db.read() as session:
+        due = find_due(session, now.date())
+    with db.write() as session:
+        report = apply(session, due, now=now, actor=actor)
+    log.info("maintenance_ran", **{k: str(v) for k, v in asdict(report).items()})
+    return report
+
+
+def _expire(session: Session, ids: Sequence[uuid.UUID], today: date, now: datetime) -> int:
     """Active records past their maximum publication period become `expired`."""
-    rows = session.execute(
-        select(
+    statement = (
+        update(Record)
+        .where(*_expiring(today))
+        .values(status=RecordStatus.EXPIRED, updated_at=now)
+        .returning(
             Record.id, Record.version, Record.subject_id, Record.standard, Record.department_id
-        ).where(Record.status == RecordStatus.ACTIVE, Record.publish_until < today)
-    ).all()
-    for chunk in _chunks(rows):
-        session.execute(
-            update(Record)
-            .where(Record.id.in_([r.id for r in chunk]), Record.status == RecordStatus.ACTIVE)
-            .values(status=RecordStatus.EXPIRED, updated_at=now)
-            .execution_options(synchronize_session=False)
         )
-    changes.emit(
-        session,
-        [Change.about(r, ChangeKind.PUBLICATION_ENDED, now) for r in rows],
+        .execution_options(synchronize_session=False)
     )
-    return len(rows)
+    ended = [
+        row
+        for chunk in _chunks(ids)
+        for row in session.execute(statement.where(Record.id.in_(chunk)))
+    ]
+    changes.emit(session, [Change.about(r, ChangeKind.PUBLICATION_ENDED, now) for r in ended])
+    return len(ended)
 
 
-def _purge(session: Session, today: date, now: datetime) -> tuple[int, int]:
+def _purge(
+    session: Session, ids: Sequence[uuid.UUID], today: date, now: datetime
+) -> tuple[int, int]:
     """Past retention: erase the payload and the encrypted identifiers of every version; a
     natural person's encrypted ID number goes once none of its records is retained."""
-    rows = session.execute(
-        select(Record.id, Record.subject_id).where(
-            Record.retain_until < today, Record.purged_at.is_(None)
-        )
-    ).all()
     tombstone = {"purged": True, "purged_on": today.isoformat()}
-    for chunk in _chunks(rows):
-        ids = [r.id for r in chunk]
+    subject_ids: set[uuid.UUID] = set()
+    purged = 0
+    for chunk in _chunks(ids):
+        rows = session.execute(
+            update(Record)
+            .where(Record.id.in_(chunk), *_purgeable(today))
+            .values(purged_at=now, updated_at=now, fine_amount_wan=None)
+            .returning(Record.id, Record.subject_id)
+            .execution_options(synchronize_session=False)
+        ).all()
+        if not rows:
+            continue
         session.execute(
             update(RecordVersion)
-            .where(RecordVersion.record_id.in_(ids))
+            .where(RecordVersion.record_id.in_([r.id for r in rows]))
             .values(data=tombstone, originals=None, personal_enc=None)
             .execution_options(synchronize_session=False)
         )
-        session.execute(
-            update(Record)
-            .where(Record.id.in_(ids))
-            .values(purged_at=now, updated_at=now, fine_amount_wan=None)
-            .execution_options(synchronize_session=False)
-        )
-    subject_ids = sorted({r.subject_id for r in rows}, key=str)
+        subject_ids.update(r.subject_id for r in rows)
+        purged += len(rows)
     purged_subjects = 0
     retained = exists().where(Record.subject_id == Subject.id, Record.purged_at.is_(None))
-    for chunk in _chunks(subject_ids):
+    for chunk in _chunks(sorted(subject_ids, key=str)):
         result = session.execute(
             update(Subject)
             .where(
@@ -136,14 +182,7 @@ def _purge(session: Session, today: date, now: datetime) -> tuple[int, int]:
             .execution_options(synchronize_session=False)
         )
         purged_subjects += result.rowcount  # type: ignore[attr-defined]
-    return len(rows), purged_subjects
-
-
-def run_once(db: Database, clock: Clock) -> MaintenanceReport:
-    with db.write() as session:
-        report = run(session, now=clock.now())
-    log.info("maintenance_ran", **{k: str(v) for k, v in asdict(report).items()})
-    return report
+    return purged, purged_subjects
 
 
 def schedule(

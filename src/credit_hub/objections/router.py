@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query, Request
 
 from credit_hub.access.auth import DepartmentDep, OperatorDep
 from credit_hub.clock import ClockDep
-from credit_hub.db import SessionDep
+from credit_hub.db import DbDep, SessionDep
 from credit_hub.errors import (
     Forbidden,
     MalformedJson,
@@ -236,8 +236,8 @@ def decide_repair(
     responses=problem_responses(*_AUTH),
     tags=["admin"],
 )
-def run_maintenance(session: SessionDep, clock: ClockDep, operator: OperatorDep) -> MaintenanceRead:
+def run_maintenance(db: DbDep, clock: ClockDep, operator: OperatorDep) -> MaintenanceRead:
     """Run the maintenance job now (it also runs daily in the service, and as
     `credit-hub maintenance`): expire records past publication, purge those past retention."""
-    report = maintenance.run(session, now=clock.now(), actor=operator)
+    report = maintenance.run_once(db, clock, actor=operator)
     return MaintenanceRead.model_validate(asdict(report))

@@ -18,7 +18,7 @@ from datetime import date, datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import delete, exists, select, text, update
+from sqlalchemy import and_, delete, exists, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from credit_hub.access.service import Principal
@@ -70,11 +70,16 @@ def _purgeable(today: date) -> Any:
 
 
 def find_due(session: Session, today: date) -> Due:
-    """Scan for what is due; reads only, so it may run in a read-only transaction."""
+    """Scan for what is due, in one pass over the record table; reads only, so it may run in
+    a read-only transaction."""
+    expiring, purgeable = and_(*_expiring(today)), and_(*_purgeable(today))
+    rows = session.execute(
+        select(Record.id, expiring, purgeable).where(or_(expiring, purgeable))
+    ).all()
     return Due(
         today,
-        list(session.scalars(select(Record.id).where(*_expiring(today)))),
-        list(session.scalars(select(Record.id).where(*_purgeable(today)))),
+        [record_id for record_id, expires, _ in rows if expires],
+        [record_id for record_id, _, purges in rows if purges],
     )
 
 

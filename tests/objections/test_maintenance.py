@@ -3,6 +3,8 @@ the `credit-hub maintenance` command and the in-process schedule."""
 
 from __future__ import annotations
 
+import os
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -130,9 +132,16 @@ class NotingWrites(conftest.TestDatabase):
         super().__init__(session)
         self.writing = False
         self.statements: list[tuple[bool, str]] = []
+        self.readers: list[tuple[str, int]] = []  # thread name, niceness
 
     def note(self, _conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
         self.statements.append((self.writing, statement))
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        self.readers.append((threading.current_thread().name, _niceness()))
+        with super().read() as session:
+            yield session
 
     @contextmanager
     def write(self) -> Iterator[Session]:
@@ -165,6 +174,14 @@ def test_the_scan_runs_outside_the_write_transaction(
     ]
     assert scans == [False]  # one pass, read-only
     assert any(writing and "UPDATE record" in statement for writing, statement in db.statements)
+    # In a thread of its own, at a lower CPU priority; the caller's thread keeps its own.
+    [(thread, niceness)] = db.readers
+    assert thread.startswith("credit-hub-maintenance-scan")
+    assert niceness == min(19, _niceness() + maintenance.SCAN_NICENESS)
+
+
+def _niceness() -> int:
+    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
 
 
 def test_records_changed_after_the_scan_are_left_as_they_are(

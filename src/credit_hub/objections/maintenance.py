@@ -10,9 +10,12 @@ workers) do no harm; on PostgreSQL an advisory lock makes a second concurrent ru
 
 from __future__ import annotations
 
+import os
 import threading
 import uuid
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import asdict, dataclass
 from datetime import date, datetime
 from typing import Any
@@ -35,6 +38,7 @@ log = structlog.get_logger()
 
 CHUNK = 500
 _LOCK_KEY = 0x6D61696E  # "main": one maintenance run at a time on PostgreSQL
+SCAN_NICENESS = 10  # the scan's thread, relative to the process: the CPU's requests go first
 
 
 @dataclass(frozen=True)
@@ -116,14 +120,34 @@ def apply(
 
 
 def run_once(db: Database, clock: Clock, *, actor: Principal | None = None) -> MaintenanceReport:
-    """One run as two transactions: the scan reads, then a short write changes what is due."""
+    """One run as two transactions: the scan reads, then a short write changes what is due.
+
+    The scan runs in a thread of its own at a lower CPU priority: it reads the whole record
+    table (about a second of a core at 3M records, in every worker at once), and at normal
+    priority the requests served meanwhile waited for the cores. The write keeps the caller's
+    priority: a low-priority thread holding SQLite's write lock would keep every audit append
+    waiting longer."""
     now = clock.now()
-    with db.read() as session:
-        due = find_due(session, now.date())
+    with ThreadPoolExecutor(1, "credit-hub-maintenance-scan", _lower_priority) as scanner:
+        due = scanner.submit(_scan, db, now.date()).result()
     with db.write() as session:
         report = apply(session, due, now=now, actor=actor)
     log.info("maintenance_ran", **{k: str(v) for k, v in asdict(report).items()})
     return report
+
+
+def _scan(db: Database, today: date) -> Due:
+    with db.read() as session:
+        return find_due(session, today)
+
+
+def _lower_priority() -> None:
+    # Linux schedules threads one by one: this lowers the calling thread only (a thread of
+    # its own, which ends with the scan). Where that fails, the scan runs at normal priority.
+    with suppress(OSError, AttributeError):
+        thread = threading.get_native_id()
+        niceness = os.getpriority(os.PRIO_PROCESS, thread)
+        os.setpriority(os.PRIO_PROCESS, thread, min(19, niceness + SCAN_NICENESS))
 
 
 def _expire(session: Session, ids: Sequence[uuid.UUID], today: date, now: datetime) -> int:

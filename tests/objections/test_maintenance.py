@@ -25,6 +25,7 @@ from credit_hub.clock import FixedClock
 from credit_hub.config import get_settings
 from credit_hub.objections import maintenance
 from credit_hub.records.models import Record, RecordStatus, RecordVersion
+from credit_hub.sqlite_threads import BACKGROUND_NICENESS
 from credit_hub.subjects.models import Subject
 from tests import conftest, factories
 from tests.conftest import Caller
@@ -177,7 +178,7 @@ def test_the_scan_runs_outside_the_write_transaction(
     # In a thread of its own, at a lower CPU priority; the caller's thread keeps its own.
     [(thread, niceness)] = db.readers
     assert thread.startswith("credit-hub-maintenance-scan")
-    assert niceness == min(19, _niceness() + maintenance.SCAN_NICENESS)
+    assert niceness == min(19, _niceness() + BACKGROUND_NICENESS)
 
 
 def _niceness() -> int:

@@ -10,12 +10,10 @@ workers) do no harm; on PostgreSQL an advisory lock makes a second concurrent ru
 
 from __future__ import annotations
 
-import os
 import threading
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import suppress
 from dataclasses import asdict, dataclass
 from datetime import date, datetime
 from typing import Any
@@ -32,13 +30,13 @@ from credit_hub.clock import Clock
 from credit_hub.db import Database
 from credit_hub.records.models import Record, RecordStatus, RecordVersion
 from credit_hub.selfservice.models import SubjectSession
+from credit_hub.sqlite_threads import lower_priority
 from credit_hub.subjects.models import Subject, SubjectKind
 
 log = structlog.get_logger()
 
 CHUNK = 500
 _LOCK_KEY = 0x6D61696E  # "main": one maintenance run at a time on PostgreSQL
-SCAN_NICENESS = 10  # the scan's thread, relative to the process: the CPU's requests go first
 
 
 @dataclass(frozen=True)
@@ -128,7 +126,7 @@ def run_once(db: Database, clock: Clock, *, actor: Principal | None = None) -> M
     priority: a low-priority thread holding SQLite's write lock would keep every audit append
     waiting longer."""
     now = clock.now()
-    with ThreadPoolExecutor(1, "credit-hub-maintenance-scan", _lower_priority) as scanner:
+    with ThreadPoolExecutor(1, "credit-hub-maintenance-scan", lower_priority) as scanner:
         due = scanner.submit(_scan, db, now.date()).result()
     with db.write() as session:
         report = apply(session, due, now=now, actor=actor)
@@ -139,15 +137,6 @@ def run_once(db: Database, clock: Clock, *, actor: Principal | None = None) -> M
 def _scan(db: Database, today: date) -> Due:
     with db.read() as session:
         return find_due(session, today)
-
-
-def _lower_priority() -> None:
-    # Linux schedules threads one by one: this lowers the calling thread only (a thread of
-    # its own, which ends with the scan). Where that fails, the scan runs at normal priority.
-    with suppress(OSError, AttributeError):
-        thread = threading.get_native_id()
-        niceness = os.getpriority(os.PRIO_PROCESS, thread)
-        os.setpriority(os.PRIO_PROCESS, thread, min(19, niceness + SCAN_NICENESS))
 
 
 def _expire(session: Session, ids: Sequence[uuid.UUID], today: date, now: datetime) -> int:

@@ -159,7 +159,10 @@ def create_app(
         stop = None
         if settings.maintenance_every_hours > 0:  # expiry and retention without a cron
             _, stop = maintenance.schedule(
-                app.state.db, app.state.clock, every_hours=settings.maintenance_every_hours
+                app.state.db,
+                app.state.clock,
+                every_hours=settings.maintenance_every_hours,
+                at=settings.maintenance_at,
             )
         webhooks = None
         if settings.webhooks_worker:  # deliver the outbox from this process too

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import time
 from functools import lru_cache
 from pathlib import Path
 
@@ -114,8 +115,10 @@ class Settings(BaseSettings):
     objection_due_days: int = Field(default=20, ge=1)
     repair_decision_working_days: int = Field(default=3, ge=1)
     repair_case_working_days: int = Field(default=10, ge=1)
-    # The in-process maintenance schedule (expiry, retention purge); 0 turns it off.
+    # The in-process maintenance schedule (expiry, retention purge): at `maintenance_at` (UTC,
+    # the hub's calendar day) and every `maintenance_every_hours` from there; 0 turns it off.
     maintenance_every_hours: float = Field(default=24, ge=0)
+    maintenance_at: time = time(0, 10)
 
     @field_validator("database_url")
     @classmethod

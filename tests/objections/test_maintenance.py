@@ -8,7 +8,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -100,18 +100,51 @@ def test_maintenance_runs_once_in_process(session: Session, department: Caller) 
     assert not report.skipped
 
 
-def test_schedule_thread_stops_with_the_app(session: Session) -> None:
-    thread, stop = maintenance.schedule(
-        conftest.TestDatabase(session),
-        FixedClock(datetime(2040, 1, 1, tzinfo=UTC)),
-        every_hours=24,
-        first_after_seconds=3600,
-    )
+@pytest.mark.parametrize(
+    ("now", "every_hours", "expected"),
+    [
+        (datetime(2026, 11, 27, 0, 5, tzinfo=UTC), 24, datetime(2026, 11, 27, 0, 10, tzinfo=UTC)),
+        (datetime(2026, 11, 27, 0, 10, tzinfo=UTC), 24, datetime(2026, 11, 28, 0, 10, tzinfo=UTC)),
+        (datetime(2026, 11, 27, 23, 59, tzinfo=UTC), 24, datetime(2026, 11, 28, 0, 10, tzinfo=UTC)),
+        (datetime(2026, 11, 27, 12, 0, tzinfo=UTC), 6, datetime(2026, 11, 27, 12, 10, tzinfo=UTC)),
+        (datetime(2026, 11, 27, 0, 5, tzinfo=UTC), 6, datetime(2026, 11, 27, 0, 10, tzinfo=UTC)),
+        (
+            datetime(2026, 11, 27, 12, 10, 1, tzinfo=UTC),
+            6,
+            datetime(2026, 11, 27, 18, 10, tzinfo=UTC),
+        ),
+        (datetime(2026, 11, 27, 0, 5, tzinfo=UTC), 48, datetime(2026, 11, 27, 0, 10, tzinfo=UTC)),
+    ],
+)
+def test_runs_keep_to_the_clock_not_to_the_start(
+    now: datetime, every_hours: float, expected: datetime
+) -> None:
+    assert maintenance.next_run(now, at=time(0, 10), every_hours=every_hours) == expected
+
+
+class SignallingWrites(conftest.TestDatabase):
+    def __init__(self, session: Session) -> None:
+        super().__init__(session)
+        self.written = threading.Event()
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        with super().write() as session:
+            yield session
+        self.written.set()
+
+
+def test_a_run_due_now_runs_and_the_schedule_stops_with_the_app(session: Session) -> None:
+    db = SignallingWrites(session)
+    clock = FixedClock(datetime(2040, 1, 1, 0, 10, tzinfo=UTC) - timedelta(milliseconds=50))
+    thread, stop = maintenance.schedule(db, clock, every_hours=24, at=time(0, 10))
     assert thread.daemon
-    assert thread.is_alive()
+    assert db.written.wait(10)  # the run at 00:10; the next one is a day later
     stop.set()
     thread.join(5)
     assert not thread.is_alive()
+    ran = session.scalars(select(AuditEvent).where(AuditEvent.action == "maintenance.ran")).all()
+    assert [event.payload["on"] for event in ran if event.payload] == ["2040-01-01"]
 
 
 def test_maintenance_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

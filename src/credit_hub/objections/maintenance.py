@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 import structlog
@@ -203,20 +203,33 @@ def _purge(
     return purged, purged_subjects
 
 
+def next_run(now: datetime, *, at: time, every_hours: float) -> datetime:
+    """The first scheduled run after `now`: `at` (UTC, the hub's calendar) on any day, plus
+    whole multiples of `every_hours`."""
+    step = timedelta(hours=every_hours)
+    anchor = datetime.combine(now.date(), at, tzinfo=UTC)
+    return anchor + ((now - anchor) // step + 1) * step
+
+
 def schedule(
-    db: Database, clock: Clock, *, every_hours: float, first_after_seconds: float = 60
+    db: Database, clock: Clock, *, every_hours: float, at: time
 ) -> tuple[threading.Thread, threading.Event]:
-    """Start a daemon thread running maintenance every `every_hours`; set the event to stop."""
+    """Start a daemon thread running maintenance at `next_run`'s times; set the event to stop.
+
+    Runs keep to the clock, not to the process's start: every worker of every instance runs at
+    the same off-peak time, and a restart at a busy hour does not scan the record table."""
     stop = threading.Event()
 
     def loop() -> None:
-        wait = first_after_seconds
-        while not stop.wait(wait):
+        due = clock.now()
+        while True:
+            due = next_run(max(clock.now(), due), at=at, every_hours=every_hours)
+            if stop.wait(max(0.0, (due - clock.now()).total_seconds())):
+                return
             try:
                 run_once(db, clock)
             except Exception as exc:  # a failed run is logged; the next one tries again
                 log.error("maintenance_failed", error=type(exc).__name__)
-            wait = every_hours * 3600
 
     thread = threading.Thread(target=loop, name="credit-hub-maintenance", daemon=True)
     thread.start()

@@ -216,8 +216,9 @@ def schedule(
 ) -> tuple[threading.Thread, threading.Event]:
     """Start a daemon thread running maintenance at `next_run`'s times; set the event to stop.
 
-    Runs keep to the clock, not to the process's start: every worker of every instance runs at
-    the same off-peak time, and a restart at a busy hour does not scan the record table."""
+    Runs keep to the clock, not to the process's start: every worker runs at the hour the
+    operator chose (`CREDIT_HUB_MAINTENANCE_AT`), and a restart at a busy hour does not scan
+    the record table."""
     stop = threading.Event()
 
     def loop() -> None:

@@ -122,20 +122,43 @@ def test_runs_keep_to_the_clock_not_to_the_start(
     assert maintenance.next_run(now, at=time(0, 10), every_hours=every_hours) == expected
 
 
-class SignallingWrites(conftest.TestDatabase):
+class WatchedDatabase(conftest.TestDatabase):
+    """The test's Database, noting each statement with whether a write transaction was open,
+    the thread and niceness of each read, and signalling each write's end."""
+
     def __init__(self, session: Session) -> None:
         super().__init__(session)
+        self.writing = False
         self.written = threading.Event()
+        self.statements: list[tuple[bool, str]] = []
+        self.readers: list[tuple[str, int]] = []  # thread name, niceness
+
+    def note(self, _conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        self.statements.append((self.writing, statement))
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        self.readers.append((threading.current_thread().name, _niceness()))
+        with super().read() as session:
+            yield session
 
     @contextmanager
     def write(self) -> Iterator[Session]:
-        with super().write() as session:
-            yield session
+        self.writing = True
+        try:
+            with super().write() as session:
+                yield session
+        finally:
+            self.writing = False
         self.written.set()
 
 
+def _niceness() -> int:
+    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+
 def test_a_run_due_now_runs_and_the_schedule_stops_with_the_app(session: Session) -> None:
-    db = SignallingWrites(session)
+    db = WatchedDatabase(session)
     clock = FixedClock(datetime(2040, 1, 1, 0, 10, tzinfo=UTC) - timedelta(milliseconds=50))
     thread, stop = maintenance.schedule(db, clock, every_hours=24, at=time(0, 10))
     assert thread.daemon
@@ -159,39 +182,11 @@ def test_maintenance_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert "0 record(s) expired" in result.output
 
 
-class NotingWrites(conftest.TestDatabase):
-    """The test's Database, noting each statement with whether a write transaction was open."""
-
-    def __init__(self, session: Session) -> None:
-        super().__init__(session)
-        self.writing = False
-        self.statements: list[tuple[bool, str]] = []
-        self.readers: list[tuple[str, int]] = []  # thread name, niceness
-
-    def note(self, _conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        self.statements.append((self.writing, statement))
-
-    @contextmanager
-    def read(self) -> Iterator[Session]:
-        self.readers.append((threading.current_thread().name, _niceness()))
-        with super().read() as session:
-            yield session
-
-    @contextmanager
-    def write(self) -> Iterator[Session]:
-        self.writing = True
-        try:
-            with super().write() as session:
-                yield session
-        finally:
-            self.writing = False
-
-
 def test_the_scan_runs_outside_the_write_transaction(
     app_client: TestClient, department: Caller, session: Session
 ) -> None:
     push(app_client, department, [factories.penalty(1), factories.person_penalty(2)])
-    db = NotingWrites(session)
+    db = WatchedDatabase(session)
     engine = session.get_bind().engine
     event.listen(engine, "before_cursor_execute", db.note)
     try:
@@ -212,10 +207,6 @@ def test_the_scan_runs_outside_the_write_transaction(
     [(thread, niceness)] = db.readers
     assert thread.startswith("credit-hub-maintenance-scan")
     assert niceness == min(19, _niceness() + BACKGROUND_NICENESS)
-
-
-def _niceness() -> int:
-    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
 
 
 def test_records_changed_after_the_scan_are_left_as_they_are(
